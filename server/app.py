@@ -1,0 +1,104 @@
+"""Composition root: build the objects, start them in order, run until a signal, shut down.
+
+Startup: load models → start gRPC, HTTP and metrics → readiness may turn true.
+Shutdown (SIGTERM/SIGINT): readiness false and new requests refused at once → in-flight requests
+finish (bounded by --exit-timeout-secs) → servers stop → models unload → exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+from server.frontends.grpc.server import GrpcFrontend
+from server.frontends.http.server import HttpSite, build_http_app, build_metrics_app
+from server.observability.metrics import render_inference_metrics
+from server.repository.manager import ModelManager
+from server.service import InferenceService
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The server cannot start; the message is shown to the user."""
+
+
+class App:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.manager = ModelManager(settings)
+        self.service = InferenceService(self.manager, settings.strict_readiness, settings.server_id)
+        self._stop = asyncio.Event()
+        self._grpc: GrpcFrontend | None = None
+        self._sites: list[HttpSite] = []
+
+    def render_metrics(self) -> str:
+        return "\n".join(render_inference_metrics(self.manager.all_serving())) + "\n"
+
+    async def start(self) -> None:
+        """Load models and start listening. Raises StartupError (e.g. --exit-on-error)."""
+        s = self.settings
+        started = time.monotonic()
+        await self.manager.load_initial()
+        failed = [e for e in self.manager.index(ready_only=False) if e.state.value != "READY"]
+        if failed and s.exit_on_error:
+            raise StartupError("; ".join(f"model '{e.name}' version {e.version or '-'}: {e.reason}" for e in failed))
+        if s.allow_grpc:
+            self._grpc = GrpcFrontend(self.service, s.host, s.grpc_port)
+            await self._grpc.start()
+        if s.allow_http:
+            self._sites.append(HttpSite(build_http_app(self.service), s.host, s.http_port))
+        if s.allow_metrics:
+            self._sites.append(HttpSite(build_metrics_app(self.render_metrics), s.host, s.metrics_port))
+        for site in self._sites:
+            await site.start()
+        self.service.mark_started()
+        log.info(
+            "ortserve started in %.2fs: gRPC %s, HTTP %s, metrics %s",
+            time.monotonic() - started,
+            f"{s.host}:{s.grpc_port}" if s.allow_grpc else "off",
+            f"{s.host}:{s.http_port}" if s.allow_http else "off",
+            f"{s.host}:{s.metrics_port}" if s.allow_metrics else "off",
+        )
+
+    def request_stop(self) -> None:
+        if not self._stop.is_set():
+            log.info("shutdown requested: refusing new requests, draining in-flight ones")
+            self.service.begin_shutdown()
+            self._stop.set()
+
+    async def run_until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self._stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Bounded by --exit-timeout-secs from the moment the stop was requested."""
+        deadline = time.monotonic() + self.settings.exit_timeout_secs
+        self.service.begin_shutdown()
+        try:
+            await asyncio.wait_for(self.service.wait_idle(), self.settings.exit_timeout_secs)
+        except TimeoutError:
+            log.warning("exit timeout reached with requests still in flight")
+        remaining = max(0.0, deadline - time.monotonic())
+        if self._grpc:
+            await self._grpc.stop(grace_secs=min(remaining, 1.0))
+        for site in self._sites:
+            await site.stop()
+        await self.manager.close(drain_timeout_secs=max(0.0, deadline - time.monotonic()))
+        log.info("ortserve stopped")
+
+
+async def serve(settings: Settings) -> None:
+    app = App(settings)
+    try:
+        await app.start()
+    except BaseException:
+        await app.manager.close(drain_timeout_secs=0)
+        raise
+    await app.run_until_stopped()

@@ -1,0 +1,164 @@
+"""Command-line flags (Triton's spelling) and their ORTSERVE_* environment twins → Settings.
+
+Every flag can also come from the environment, for containers and Kubernetes: ``--grpc-port``
+is ``ORTSERVE_GRPC_PORT``; repeatable flags take comma-separated values there. A flag on the
+command line wins over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from server.settings import LogFormat, ModelControlMode, Settings, SettingsError
+
+ENV_PREFIX = "ORTSERVE_"
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Errors are one line on stderr and exit status 2 (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"ortserve: error: {message}\n")
+
+
+def env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog="ortserve", description="Serve ONNX models over Triton's gRPC/HTTP protocol.")
+    p.add_argument("--model-repository", action="append", help="repository path (repeatable)")
+    p.add_argument("--host", default="0.0.0.0", help="address every port binds to")
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    for name in ("--allow-http", "--allow-grpc", "--allow-metrics"):
+        p.add_argument(name, type=parse_bool, nargs="?", const=True, default=True)
+    p.add_argument(
+        "--strict-readiness",
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        help="ready only when every model that should load is READY (default true)",
+    )
+    p.add_argument(
+        "--exit-on-error",
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="fail startup if any model fails to load (default false)",
+    )
+    p.add_argument("--exit-timeout-secs", type=float, default=30.0, help="bound on the graceful drain after SIGTERM/SIGINT")
+    p.add_argument("--log-verbose", type=int, default=0)
+    p.add_argument("--log-format", choices=[f.value for f in LogFormat], default="text")
+    p.add_argument("--model-control-mode", choices=[m.value for m in ModelControlMode], default="none")
+    p.add_argument("--repository-poll-secs", type=float, default=15.0)
+    p.add_argument("--load-model", action="append", default=None, help="model to load in explicit mode (repeatable, * = all)")
+    p.add_argument("--model-load-thread-count", type=int, default=4)
+    p.add_argument("--backend-config", action="append", default=None, help="onnxruntime,default-max-batch-size=N (Triton's spelling)")
+    p.add_argument("--id", default="ortserve", help="server name reported by ServerMetadata")
+    return p
+
+
+def _apply_environment(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    """Use ORTSERVE_* variables as defaults, validated by the flag's own type."""
+    for action in parser._actions:  # argparse exposes no public iterator over actions
+        if not action.option_strings or action.dest == "help":
+            continue
+        value = environ.get(env_name(action.option_strings[0]))
+        if value is None:
+            continue
+        convert = action.type or str
+        try:
+            if isinstance(action, argparse._AppendAction):
+                default: object = [convert(v) for v in value.split(",") if v]
+            else:
+                default = convert(value)
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            parser.error(f"{env_name(action.option_strings[0])}: {exc}")
+        if action.choices is not None and default not in action.choices:
+            parser.error(f"{env_name(action.option_strings[0])}: '{value}' is not one of {list(action.choices)}")
+        action.default = default
+
+
+def _default_max_batch_size(backend_configs: list[str]) -> int:
+    result = 4
+    for entry in backend_configs:
+        backend, _, setting = entry.partition(",")
+        key, _, value = setting.partition("=")
+        if backend != "onnxruntime" or not value:
+            raise SettingsError(f"--backend-config '{entry}': expected onnxruntime,<key>=<value>")
+        if key != "default-max-batch-size":
+            raise SettingsError(f"--backend-config '{entry}': unknown onnxruntime setting '{key}'")
+        try:
+            result = int(value)
+        except ValueError:
+            raise SettingsError(f"--backend-config '{entry}': '{value}' is not an integer") from None
+    return result
+
+
+def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
+    """Raises SystemExit(2) with a one-line message for bad flags or settings."""
+    parser = build_parser()
+    _apply_environment(parser, os.environ if environ is None else environ)
+    args = parser.parse_args(argv)
+    try:
+        return Settings(
+            model_repositories=tuple(Path(p) for p in args.model_repository or ()),
+            host=args.host,
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            metrics_port=args.metrics_port,
+            allow_http=args.allow_http,
+            allow_grpc=args.allow_grpc,
+            allow_metrics=args.allow_metrics,
+            strict_readiness=args.strict_readiness,
+            exit_on_error=args.exit_on_error,
+            exit_timeout_secs=args.exit_timeout_secs,
+            log_verbose=args.log_verbose,
+            log_format=LogFormat(args.log_format),
+            model_control_mode=ModelControlMode(args.model_control_mode),
+            repository_poll_secs=args.repository_poll_secs,
+            load_models=tuple(args.load_model or ()),
+            model_load_thread_count=args.model_load_thread_count,
+            default_max_batch_size=_default_max_batch_size(args.backend_config or []),
+            server_id=args.id,
+        )
+    except SettingsError as exc:
+        parser.error(str(exc))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Imported here so `ortserve --help` and flag errors stay fast.
+    import uvloop
+
+    from server.app import StartupError, serve
+    from server.observability.logging import configure_logging
+    from server.repository.layout import DuplicateModelError
+
+    settings = parse_settings(sys.argv[1:] if argv is None else argv)
+    configure_logging(settings.log_format, settings.log_verbose)
+    try:
+        uvloop.run(serve(settings))
+    except (StartupError, DuplicateModelError) as exc:
+        print(f"ortserve: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,54 @@
+"""One error type for the whole server.
+
+Core code raises ``ServerError`` with a transport-neutral ``ErrorCode``; each frontend maps the
+code exactly once (gRPC status in ``frontends/grpc``, HTTP status in ``frontends/http``). The
+codes mirror Triton's ``TRITONSERVER_Error`` codes so messages and statuses match Triton's.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.Enum):
+    INVALID_ARG = "INVALID_ARG"
+    NOT_FOUND = "NOT_FOUND"
+    UNAVAILABLE = "UNAVAILABLE"
+    INTERNAL = "INTERNAL"
+    UNSUPPORTED = "UNSUPPORTED"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    CANCELLED = "CANCELLED"
+    # Not a Triton code: a request whose caller's deadline passed while it waited in a queue.
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+
+
+class ServerError(Exception):
+    """A failure with a neutral code and the exact message a client should see."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"ServerError({self.code.name}, {self.message!r})"
+
+    @classmethod
+    def invalid_arg(cls, message: str) -> ServerError:
+        return cls(ErrorCode.INVALID_ARG, message)
+
+    @classmethod
+    def not_found(cls, message: str) -> ServerError:
+        return cls(ErrorCode.NOT_FOUND, message)
+
+    @classmethod
+    def unavailable(cls, message: str) -> ServerError:
+        return cls(ErrorCode.UNAVAILABLE, message)
+
+    @classmethod
+    def internal(cls, message: str) -> ServerError:
+        return cls(ErrorCode.INTERNAL, message)
+
+    @classmethod
+    def unsupported(cls, message: str) -> ServerError:
+        return cls(ErrorCode.UNSUPPORTED, message)

@@ -1,0 +1,197 @@
+"""Protobuf ⇄ transport-free types for the gRPC frontend. No validation beyond the wire format."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from server.datatypes import WIRE_DATATYPES, encode_raw, numpy_dtype
+from server.errors import ServerError
+from server.observability.statistics import DurationStat
+from server.proto import grpc_service_pb2 as pb
+from server.repository.model_version import ServingVersion
+from server.types import (
+    InferInput,
+    InferRequest,
+    InferResponse,
+    ModelIndexEntry,
+    ModelMetadata,
+    ParameterValue,
+    RequestedOutput,
+    ServerMetadata,
+)
+
+# gRPC messages are capped at 2^31-1 bytes (Triton's limit too).
+MAX_MESSAGE_BYTES = 2**31 - 1
+
+# Which InferTensorContents field carries each datatype (FP16/BF16 have none: raw only).
+_CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+def parameters_from_pb(parameters: object) -> dict[str, ParameterValue]:
+    """A protobuf map<string, InferParameter> as plain Python values."""
+    result: dict[str, ParameterValue] = {}
+    for key, value in parameters.items():  # type: ignore[attr-defined]
+        kind = value.WhichOneof("parameter_choice")
+        result[key] = getattr(value, kind) if kind else ""
+    return result
+
+
+def request_from_pb(message: pb.ModelInferRequest, deadline: float | None) -> InferRequest:
+    """Raises INVALID_ARG when raw and typed contents are mixed or counts do not match."""
+    raw = message.raw_input_contents
+    if raw and len(raw) != len(message.inputs):
+        raise ServerError.invalid_arg(
+            f"expected {len(message.inputs)} raw_input_contents entries (one per input) but got {len(raw)} for model '{message.model_name}'"
+        )
+    inputs = [_input_from_pb(message, index, raw[index] if raw else None) for index in range(len(message.inputs))]
+    return InferRequest(
+        model_name=message.model_name,
+        model_version=message.model_version,
+        id=message.id,
+        inputs=inputs,
+        outputs=[RequestedOutput(o.name, parameters_from_pb(o.parameters)) for o in message.outputs],
+        parameters=parameters_from_pb(message.parameters) if message.parameters else {},
+        deadline=deadline,
+    )
+
+
+def _input_from_pb(message: pb.ModelInferRequest, index: int, raw: bytes | None) -> InferInput:
+    tensor = message.inputs[index]
+    item = InferInput(
+        name=tensor.name,
+        datatype=tensor.datatype,
+        shape=tuple(tensor.shape),
+        parameters=parameters_from_pb(tensor.parameters) if tensor.parameters else {},
+    )
+    has_contents = tensor.HasField("contents")
+    if raw is not None:
+        if has_contents:
+            raise ServerError.invalid_arg(
+                f"contents field must not be specified when using raw_input_contents for '{tensor.name}' for model '{message.model_name}'"
+            )
+        item.raw = raw
+    elif has_contents:
+        item.array = _array_from_contents(tensor, message.model_name)
+    return item
+
+
+def _array_from_contents(tensor: pb.ModelInferRequest.InferInputTensor, model_name: str) -> np.ndarray:
+    field = _CONTENTS_FIELD.get(tensor.datatype)
+    if field is None:
+        known = tensor.datatype in WIRE_DATATYPES
+        reason = "has no typed contents field; send it in raw_input_contents" if known else "is not a known datatype"
+        raise ServerError.invalid_arg(f"input '{tensor.name}' for model '{model_name}': datatype '{tensor.datatype}' {reason}")
+    values = getattr(tensor.contents, field)
+    expected = int(np.prod(tensor.shape)) if tensor.shape else 1
+    if len(values) != expected:
+        raise ServerError.invalid_arg(
+            f"unexpected number of elements {len(values)} in contents of input '{tensor.name}' for model "
+            f"'{model_name}', expecting {expected} for shape {list(tensor.shape)}"
+        )
+    if tensor.datatype == "BYTES":
+        return _utf8_array(values, tensor.name, model_name).reshape(tuple(tensor.shape))
+    return np.array(values, dtype=numpy_dtype(tensor.datatype)).reshape(tuple(tensor.shape))
+
+
+def _utf8_array(values: object, name: str, model_name: str) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)  # type: ignore[arg-type]
+    try:
+        array[:] = [bytes(v).decode("utf-8") for v in values]  # type: ignore[attr-defined]
+    except UnicodeDecodeError:
+        raise ServerError.invalid_arg(
+            f"input '{name}' for model '{model_name}' holds a BYTES element that is not valid UTF-8; "
+            "ONNX Runtime string tensors hold UTF-8 text"
+        ) from None
+    return array
+
+
+def response_to_pb(response: InferResponse) -> pb.ModelInferResponse:
+    """Outputs always go in raw_output_contents, one entry per output in order (what clients read).
+
+    Raises INVALID_ARG when the response would exceed gRPC's 2 GiB message limit.
+    """
+    raw = [encode_raw(output.array) for output in response.outputs]
+    size = sum(len(r) for r in raw)
+    if size > MAX_MESSAGE_BYTES:
+        raise ServerError.invalid_arg(f"Response has byte size {size} which exceeds gRPC's byte size limit {MAX_MESSAGE_BYTES}.")
+    return pb.ModelInferResponse(
+        model_name=response.model_name,
+        model_version=response.model_version,
+        id=response.id,
+        outputs=[pb.ModelInferResponse.InferOutputTensor(name=o.name, datatype=o.datatype, shape=o.shape) for o in response.outputs],
+        raw_output_contents=raw,
+    )
+
+
+def server_metadata_to_pb(metadata: ServerMetadata) -> pb.ServerMetadataResponse:
+    return pb.ServerMetadataResponse(name=metadata.name, version=metadata.version, extensions=metadata.extensions)
+
+
+def model_metadata_to_pb(metadata: ModelMetadata) -> pb.ModelMetadataResponse:
+    def tensors(items: tuple) -> list[pb.ModelMetadataResponse.TensorMetadata]:
+        return [pb.ModelMetadataResponse.TensorMetadata(name=t.name, datatype=t.datatype, shape=t.shape) for t in items]
+
+    return pb.ModelMetadataResponse(
+        name=metadata.name,
+        versions=metadata.versions,
+        platform=metadata.platform,
+        inputs=tensors(metadata.inputs),
+        outputs=tensors(metadata.outputs),
+    )
+
+
+def index_to_pb(entries: list[ModelIndexEntry]) -> pb.RepositoryIndexResponse:
+    return pb.RepositoryIndexResponse(
+        models=[
+            pb.RepositoryIndexResponse.ModelIndex(name=e.name, version=e.version, state=e.state.value, reason=e.reason) for e in entries
+        ]
+    )
+
+
+def _duration(stat: DurationStat) -> pb.StatisticDuration:
+    return pb.StatisticDuration(count=stat.count, ns=stat.ns)
+
+
+def statistics_to_pb(versions: list[ServingVersion]) -> pb.ModelStatisticsResponse:
+    return pb.ModelStatisticsResponse(model_stats=[_version_statistics(s) for s in versions])
+
+
+def _version_statistics(serving: ServingVersion) -> pb.ModelStatistics:
+    stats = serving.stats
+    return pb.ModelStatistics(
+        name=serving.name,
+        version=serving.version_str,
+        last_inference=stats.last_inference_ms,
+        inference_count=stats.inference_count,
+        execution_count=stats.execution_count,
+        inference_stats=pb.InferStatistics(
+            success=_duration(stats.success),
+            fail=_duration(stats.fail),
+            queue=_duration(stats.queue),
+            compute_input=_duration(stats.compute_input),
+            compute_infer=_duration(stats.compute_infer),
+            compute_output=_duration(stats.compute_output),
+        ),
+        batch_stats=[
+            pb.InferBatchStatistics(
+                batch_size=size,
+                compute_input=_duration(batch.compute_input),
+                compute_infer=_duration(batch.compute_infer),
+                compute_output=_duration(batch.compute_output),
+            )
+            for size, batch in sorted(stats.batch_stats.items())
+        ],
+    )

@@ -1,0 +1,59 @@
+"""Build and start the grpc.aio server: inference service, health and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from server.frontends.grpc.convert import MAX_MESSAGE_BYTES
+from server.frontends.grpc.health import INFERENCE_SERVICE_NAME, ReadinessHealthServicer
+from server.frontends.grpc.servicer import InferenceServicer
+from server.proto import grpc_service_pb2, model_config_pb2
+from server.proto import grpc_service_pb2_grpc as pb_grpc
+from server.service import InferenceService
+
+
+class GrpcFrontend:
+    def __init__(self, service: InferenceService, host: str, port: int, extra_options: list[tuple[str, int]] | None = None) -> None:
+        options = [
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            *(extra_options or []),
+        ]
+        self._server = grpc.aio.server(options=options)
+        self._health = ReadinessHealthServicer(service)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(service), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            [INFERENCE_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            self._server,
+            pool=_reflection_pool(),
+        )
+        self.port = self._server.add_insecure_port(f"{host}:{port}")
+        self._health_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._server.start()
+        self._health_task = asyncio.create_task(self._health.follow_readiness())
+
+    async def stop(self, grace_secs: float) -> None:
+        """Stop accepting calls; calls still running get ``grace_secs`` to finish."""
+        if self._health_task:
+            self._health_task.cancel()
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace_secs)
+
+
+def _reflection_pool() -> descriptor_pool.DescriptorPool:
+    """Our protos live in a private pool (tritonclient owns the default one's inference.* names);
+    reflection needs them plus health's, so it gets a pool of its own."""
+    pool = descriptor_pool.DescriptorPool()
+    for file in (model_config_pb2.DESCRIPTOR, grpc_service_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        pool.Add(proto)
+    return pool

@@ -1,0 +1,195 @@
+"""GRPCInferenceService: convert → call InferenceService → convert. Errors are mapped here once."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from server.errors import ServerError
+from server.frontends.grpc import convert
+from server.frontends.grpc.status import GRPC_STATUS
+from server.proto import grpc_service_pb2 as pb
+from server.proto import grpc_service_pb2_grpc as pb_grpc
+from server.service import InferenceService
+
+log = logging.getLogger(__name__)
+
+
+def _shared_memory_unsupported() -> ServerError:
+    return ServerError.unsupported("shared memory is not supported by ortserve; send tensors in the request")
+
+
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+Ctx = grpc.aio.ServicerContext
+
+
+def mapped_errors(handler: Handler) -> Handler:
+    """Turn a ServerError into its gRPC status and any other exception into INTERNAL."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Any, context: Ctx) -> Any:
+        try:
+            return await handler(self, request, context)
+        except ServerError as error:
+            await context.abort(GRPC_STATUS[error.code], error.message)
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # a bug must cost one call, never the server
+            log.exception("unexpected error in %s", handler.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _deadline(context: Ctx) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, service: InferenceService) -> None:
+        self._service = service
+
+    @mapped_errors
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Ctx) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=self._service.is_live())
+
+    @mapped_errors
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Ctx) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self._service.is_ready())
+
+    @mapped_errors
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Ctx) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=self._service.is_model_ready(request.name, request.version))
+
+    @mapped_errors
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Ctx) -> pb.ServerMetadataResponse:
+        return convert.server_metadata_to_pb(self._service.server_metadata())
+
+    @mapped_errors
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Ctx) -> pb.ModelMetadataResponse:
+        return convert.model_metadata_to_pb(self._service.model_metadata(request.name, request.version))
+
+    @mapped_errors
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Ctx) -> pb.ModelConfigResponse:
+        return pb.ModelConfigResponse(config=self._service.model_config(request.name, request.version))
+
+    @mapped_errors
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Ctx) -> pb.ModelStatisticsResponse:
+        return convert.statistics_to_pb(self._service.statistics(request.name, request.version))
+
+    @mapped_errors
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Ctx) -> pb.RepositoryIndexResponse:
+        return convert.index_to_pb(self._service.repository_index(request.ready))
+
+    @mapped_errors
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Ctx) -> pb.ModelInferResponse:
+        response = await self._service.infer(convert.request_from_pb(request, _deadline(context)))
+        return convert.response_to_pb(response)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Pipelined: each request is submitted as it arrives and answered as soon as it completes,
+        so one stream with many requests in flight is batched like many unary calls."""
+        responses: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        reader = asyncio.create_task(self._read_stream(request_iterator, responses))
+        try:
+            while (response := await responses.get()) is not None:
+                yield response
+            await reader  # surfaces a read error as this call's status
+        finally:
+            reader.cancel()
+
+    async def _read_stream(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], responses: asyncio.Queue[pb.ModelStreamInferResponse | None]
+    ) -> None:
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            async for request in request_iterator:
+                task = asyncio.create_task(self._stream_one(request, responses))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            if in_flight:
+                await asyncio.gather(*in_flight)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            responses.put_nowait(None)
+
+    async def _stream_one(self, request: pb.ModelInferRequest, responses: asyncio.Queue[pb.ModelStreamInferResponse | None]) -> None:
+        try:
+            result = await self._service.infer(convert.request_from_pb(request, None))
+            message = pb.ModelStreamInferResponse(infer_response=convert.response_to_pb(result))
+        except ServerError as error:
+            message = _stream_error(request, error.message)
+        except Exception as exc:  # one bad request must not end the stream
+            log.exception("unexpected error in a streamed request")
+            message = _stream_error(request, f"internal error: {exc}")
+        responses.put_nowait(message)
+
+    # ---- Triton extensions ortserve does not implement -------------------------------------
+
+    @mapped_errors
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: Ctx) -> pb.RepositoryModelLoadResponse:
+        raise ServerError.unsupported("explicit model load is not supported by this server yet")
+
+    @mapped_errors
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context: Ctx) -> pb.RepositoryModelUnloadResponse:
+        raise ServerError.unsupported("explicit model unload is not supported by this server yet")
+
+    @mapped_errors
+    async def SystemSharedMemoryStatus(
+        self, request: pb.SystemSharedMemoryStatusRequest, context: Ctx
+    ) -> pb.SystemSharedMemoryStatusResponse:
+        raise _shared_memory_unsupported()
+
+    @mapped_errors
+    async def SystemSharedMemoryRegister(
+        self, request: pb.SystemSharedMemoryRegisterRequest, context: Ctx
+    ) -> pb.SystemSharedMemoryRegisterResponse:
+        raise _shared_memory_unsupported()
+
+    @mapped_errors
+    async def SystemSharedMemoryUnregister(
+        self, request: pb.SystemSharedMemoryUnregisterRequest, context: Ctx
+    ) -> pb.SystemSharedMemoryUnregisterResponse:
+        raise _shared_memory_unsupported()
+
+    @mapped_errors
+    async def CudaSharedMemoryStatus(self, request: pb.CudaSharedMemoryStatusRequest, context: Ctx) -> pb.CudaSharedMemoryStatusResponse:
+        raise _shared_memory_unsupported()
+
+    @mapped_errors
+    async def CudaSharedMemoryRegister(
+        self, request: pb.CudaSharedMemoryRegisterRequest, context: Ctx
+    ) -> pb.CudaSharedMemoryRegisterResponse:
+        raise _shared_memory_unsupported()
+
+    @mapped_errors
+    async def CudaSharedMemoryUnregister(
+        self, request: pb.CudaSharedMemoryUnregisterRequest, context: Ctx
+    ) -> pb.CudaSharedMemoryUnregisterResponse:
+        raise _shared_memory_unsupported()
+
+    @mapped_errors
+    async def TraceSetting(self, request: pb.TraceSettingRequest, context: Ctx) -> pb.TraceSettingResponse:
+        raise ServerError.unsupported("the trace extension is not supported by ortserve")
+
+    @mapped_errors
+    async def LogSettings(self, request: pb.LogSettingsRequest, context: Ctx) -> pb.LogSettingsResponse:
+        raise ServerError.unsupported("the logging extension is not supported by ortserve")
+
+
+def _stream_error(request: pb.ModelInferRequest, message: str) -> pb.ModelStreamInferResponse:
+    """A per-request error on a stream: the stream stays open and the response echoes the id."""
+    return pb.ModelStreamInferResponse(
+        error_message=message,
+        infer_response=pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version, id=request.id),
+    )

@@ -1,0 +1,30 @@
+"""KServe v2 health routes: 200 when true, 400 when false (Triton's convention)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server.service import InferenceService
+
+
+def _truth(value: bool) -> web.Response:
+    return web.Response(status=200 if value else 400)
+
+
+def health_routes(service: InferenceService) -> list[web.RouteDef]:
+    async def live(request: web.Request) -> web.Response:
+        return _truth(service.is_live())
+
+    async def ready(request: web.Request) -> web.Response:
+        return _truth(service.is_ready())
+
+    async def model_ready(request: web.Request) -> web.Response:
+        # Lookup errors (unknown model, unready version) propagate to the error middleware.
+        return _truth(service.is_model_ready(request.match_info["model"], request.match_info.get("version", "")))
+
+    return [
+        web.get("/v2/health/live", live),
+        web.get("/v2/health/ready", ready),
+        web.get("/v2/models/{model}/ready", model_ready),
+        web.get("/v2/models/{model}/versions/{version}/ready", model_ready),
+    ]

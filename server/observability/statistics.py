@@ -1,0 +1,90 @@
+"""Cumulative per-version inference statistics: the one source for ModelStatistics and /metrics.
+
+Every counter is updated on the event-loop thread (results are handed back from instance threads
+before they are recorded), so plain integers suffice and readers see consistent values.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+
+class FailureReason(enum.Enum):
+    """Triton's ``reason`` label on nv_inference_request_failure."""
+
+    REJECTED = "REJECTED"
+    CANCELED = "CANCELED"
+    BACKEND = "BACKEND"
+    OTHER = "OTHER"
+
+
+@dataclass(slots=True)
+class DurationStat:
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int) -> None:
+        self.count += 1
+        self.ns += ns
+
+
+@dataclass(slots=True)
+class BatchStat:
+    """Executions of one formed batch size, with their compute phases."""
+
+    compute_input: DurationStat = field(default_factory=DurationStat)
+    compute_infer: DurationStat = field(default_factory=DurationStat)
+    compute_output: DurationStat = field(default_factory=DurationStat)
+
+
+@dataclass(slots=True)
+class RequestTiming:
+    """Monotonic nanosecond timestamps of one request's path through the server."""
+
+    received_ns: int
+    enqueued_ns: int = 0
+    exec_start_ns: int = 0
+    input_done_ns: int = 0
+    infer_done_ns: int = 0
+    output_done_ns: int = 0
+
+
+@dataclass(slots=True)
+class ModelStats:
+    success: DurationStat = field(default_factory=DurationStat)
+    fail: DurationStat = field(default_factory=DurationStat)
+    queue: DurationStat = field(default_factory=DurationStat)
+    compute_input: DurationStat = field(default_factory=DurationStat)
+    compute_infer: DurationStat = field(default_factory=DurationStat)
+    compute_output: DurationStat = field(default_factory=DurationStat)
+    inference_count: int = 0
+    execution_count: int = 0
+    # Wall-clock milliseconds since the epoch of the last completed inference (0 = never).
+    last_inference_ms: int = 0
+    failures: dict[FailureReason, int] = field(default_factory=lambda: dict.fromkeys(FailureReason, 0))
+    batch_stats: dict[int, BatchStat] = field(default_factory=dict)
+
+    def record_success(self, timing: RequestTiming, batch_size: int, done_ns: int) -> None:
+        self.success.add(done_ns - timing.received_ns)
+        self.queue.add(timing.exec_start_ns - timing.enqueued_ns)
+        self.compute_input.add(timing.input_done_ns - timing.exec_start_ns)
+        self.compute_infer.add(timing.infer_done_ns - timing.input_done_ns)
+        self.compute_output.add(timing.output_done_ns - timing.infer_done_ns)
+        self.inference_count += batch_size
+        self.last_inference_ms = time.time_ns() // 1_000_000
+
+    def record_failure(self, reason: FailureReason, received_ns: int, done_ns: int) -> None:
+        self.fail.add(done_ns - received_ns)
+        self.failures[reason] += 1
+
+    def record_execution(self, batch_size: int, timing: RequestTiming) -> None:
+        """One model execution (a formed batch of ``batch_size`` inferences)."""
+        self.execution_count += 1
+        stat = self.batch_stats.get(batch_size)
+        if stat is None:
+            stat = self.batch_stats[batch_size] = BatchStat()
+        stat.compute_input.add(timing.input_done_ns - timing.exec_start_ns)
+        stat.compute_infer.add(timing.infer_done_ns - timing.input_done_ns)
+        stat.compute_output.add(timing.output_done_ns - timing.infer_done_ns)

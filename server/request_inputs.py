@@ -1,0 +1,131 @@
+"""Check a request against a model version's spec and turn its inputs into ORT feeds.
+
+Messages follow Triton's wording (reference section 6), prefixed with the request id as
+Triton's core does, so clients that match on them keep working.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from server.datatypes import SUPPORTED_DATATYPES, bf16_unsupported, decode_raw
+from server.errors import ServerError
+from server.repository.signature import format_dims
+from server.repository.spec import ModelSpec, TensorSpec
+from server.types import InferInput, InferRequest
+
+_SHARED_MEMORY_KEYS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+_BATCH_NOTE = (
+    " NOTE: Setting a non-zero max_batch_size in the model config requires a batch dimension to be "
+    "prepended to each input shape. If you want to specify the full shape including the batch dim "
+    "in your input dims config, try setting max_batch_size to zero. See the model configuration "
+    "docs for more info on max_batch_size."
+)
+
+
+def request_prefix(request: InferRequest) -> str:
+    return f"[request id: {request.id or '<id_unknown>'}] "
+
+
+def build_feeds(spec: ModelSpec, request: InferRequest) -> tuple[dict[str, np.ndarray], int]:
+    """ORT feeds (name → array in the graph's shape) and the request's batch size.
+
+    Raises ServerError(INVALID_ARG/UNSUPPORTED) for anything the model cannot take.
+    """
+    try:
+        _check_input_names(spec, request)
+        batch_size = _batch_size(spec, request)
+        feeds = {item.name: _feed(spec, spec.inputs[item.name], item) for item in request.inputs}
+    except ServerError as error:
+        raise ServerError(error.code, request_prefix(request) + error.message) from None
+    return feeds, batch_size
+
+
+def requested_output_names(spec: ModelSpec, request: InferRequest) -> tuple[str, ...]:
+    """The outputs to compute, in request order; all of them when none is named."""
+    if not request.outputs:
+        return tuple(spec.outputs)
+    for output in request.outputs:
+        if output.name not in spec.outputs:
+            raise ServerError.invalid_arg(f"{request_prefix(request)}unexpected inference output '{output.name}' for model '{spec.name}'")
+        if "classification" in output.parameters:
+            raise ServerError.unsupported(f"{request_prefix(request)}output '{output.name}': the classification extension is not supported")
+        if any(key in output.parameters for key in _SHARED_MEMORY_KEYS):
+            raise ServerError.unsupported(f"{request_prefix(request)}output '{output.name}': shared memory is not supported by ortserve")
+    return tuple(output.name for output in request.outputs)
+
+
+def _check_input_names(spec: ModelSpec, request: InferRequest) -> None:
+    seen: set[str] = set()
+    for item in request.inputs:
+        if item.name not in spec.inputs:
+            raise ServerError.invalid_arg(f"unexpected inference input '{item.name}' for model '{spec.name}'")
+        if item.name in seen:
+            raise ServerError.invalid_arg(f"input '{item.name}' is given more than once for model '{spec.name}'")
+        seen.add(item.name)
+    required = [name for name, tensor in spec.inputs.items() if not tensor.optional]
+    missing = [name for name in required if name not in seen]
+    if missing:
+        if len(required) == len(spec.inputs):
+            expected = f"expected {len(spec.inputs)} inputs"
+        else:
+            expected = f"expected number of inputs between {len(required)} and {len(spec.inputs)}"
+        got = [item.name for item in request.inputs]
+        raise ServerError.invalid_arg(
+            f"{expected} but got {len(request.inputs)} inputs for model '{spec.name}'. "
+            f"Got input(s) {got}, but missing required input(s) {missing}. "
+            "Please provide all required input(s)."
+        )
+
+
+def _batch_size(spec: ModelSpec, request: InferRequest) -> int:
+    if not spec.batching:
+        return 1
+    batch_size: int | None = None
+    for item in request.inputs:
+        if not item.shape:
+            raise ServerError.invalid_arg(f"input '{item.name}' has no shape but model requires batch dimension for '{spec.name}'")
+        if batch_size is None:
+            batch_size = item.shape[0]
+        elif item.shape[0] != batch_size:
+            raise ServerError.invalid_arg(f"input '{item.name}' batch size does not match other inputs for '{spec.name}'")
+    batch_size = batch_size or 0
+    if batch_size > spec.max_batch_size:
+        raise ServerError.invalid_arg(f"inference request batch-size must be <= {spec.max_batch_size} for '{spec.name}'")
+    return batch_size
+
+
+def _feed(spec: ModelSpec, tensor: TensorSpec, item: InferInput) -> np.ndarray:
+    if item.datatype != tensor.datatype:
+        if item.datatype == "BF16":
+            raise bf16_unsupported(item.name)
+        raise ServerError.invalid_arg(
+            f"inference input '{item.name}' data-type is '{item.datatype}', but model '{spec.name}' expects '{tensor.datatype}'"
+        )
+    if tensor.datatype not in SUPPORTED_DATATYPES:
+        raise bf16_unsupported(item.name)
+    if any(key in item.parameters for key in _SHARED_MEMORY_KEYS):
+        raise ServerError.unsupported(f"input '{item.name}': shared memory is not supported by ortserve")
+    _check_shape(spec, tensor, item)
+    if item.array is not None:
+        array = item.array
+    elif item.raw is not None:
+        array = decode_raw(item.raw, item.datatype, item.shape, item.name, spec.name)
+    else:
+        raise ServerError.invalid_arg(f"input '{item.name}' for model '{spec.name}' has no data")
+    if tensor.reshape is not None:
+        batch = item.shape[:1] if spec.batching else ()
+        array = array.reshape(batch + tensor.reshape)
+    return array
+
+
+def _check_shape(spec: ModelSpec, tensor: TensorSpec, item: InferInput) -> None:
+    shape = item.shape[1:] if spec.batching else item.shape
+    matches = len(shape) == len(tensor.dims) and all(d == -1 or d == s for d, s in zip(tensor.dims, shape))
+    if matches and all(s >= 0 for s in item.shape):
+        return
+    expected = format_dims(spec.wire_shape(tensor))
+    raise ServerError.invalid_arg(
+        f"unexpected shape for input '{item.name}' for model '{spec.name}'. Expected {expected}, "
+        f"got {format_dims(item.shape)}." + (_BATCH_NOTE if spec.batching else "")
+    )

@@ -1,0 +1,33 @@
+"""The interface every scheduler implements: accept jobs, run them on instances, drain."""
+
+from __future__ import annotations
+
+import abc
+
+from server.scheduling.job import InferenceJob
+
+
+class Scheduler(abc.ABC):
+    """Owns the queue of one model version and hands work to its instances.
+
+    All methods run on the event loop. ``submit`` never blocks: it enqueues or raises at once.
+    """
+
+    @abc.abstractmethod
+    def submit(self, job: InferenceJob) -> None:
+        """Queue ``job``; its future resolves with outputs or a ServerError.
+
+        Raises ServerError(UNAVAILABLE) when the queue is full or the scheduler is closing.
+        """
+
+    @abc.abstractmethod
+    async def close(self, drain_timeout_secs: float | None) -> None:
+        """Stop accepting jobs, let queued and running jobs finish (up to the timeout), stop workers.
+
+        Jobs still queued when the timeout ends fail with UNAVAILABLE.
+        """
+
+    @property
+    @abc.abstractmethod
+    def pending_count(self) -> int:
+        """Jobs accepted but not yet executing."""

@@ -1,0 +1,63 @@
+"""Run one formed batch on an instance: merge inputs, run ONNX Runtime, split outputs per job.
+
+``execute_batch`` runs on the instance's own thread; it never touches futures (those belong to
+the event loop) and raises whatever ONNX Runtime raised.
+"""
+
+from __future__ import annotations
+
+from time import monotonic_ns
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from server.scheduling.job import InferenceJob
+
+if TYPE_CHECKING:
+    from server.runtime.instance import ModelInstance
+
+
+def batch_output_names(jobs: list[InferenceJob], model_order: tuple[str, ...]) -> list[str]:
+    """The union of what the jobs asked for, in the model's output order."""
+    if len(jobs) == 1:
+        return list(jobs[0].output_names)
+    wanted = set().union(*(job.output_names for job in jobs))
+    return [name for name in model_order if name in wanted]
+
+
+def merge_feeds(jobs: list[InferenceJob]) -> dict[str, np.ndarray]:
+    """Concatenate each input along dim 0 with a single copy (none for a batch of one)."""
+    if len(jobs) == 1:
+        return jobs[0].feeds
+    return {name: np.concatenate([job.feeds[name] for job in jobs]) for name in jobs[0].feeds}
+
+
+def split_outputs(jobs: list[InferenceJob], names: list[str], arrays: list[np.ndarray]) -> None:
+    """Give each job views of its own rows; numpy slicing along dim 0 does not copy."""
+    if len(jobs) == 1:
+        job = jobs[0]
+        job.outputs = dict(zip(names, arrays))
+        return
+    offset = 0
+    for job in jobs:
+        end = offset + job.batch_size
+        job.outputs = {name: array[offset:end] for name, array in zip(names, arrays) if name in job.output_names}
+        offset = end
+
+
+def execute_batch(instance: ModelInstance, jobs: list[InferenceJob], model_outputs: tuple[str, ...]) -> None:
+    """Blocking; called on ``instance``'s thread. Fills each job's outputs and timing."""
+    start = monotonic_ns()
+    feeds = merge_feeds(jobs)
+    names = batch_output_names(jobs, model_outputs)
+    input_done = monotonic_ns()
+    arrays = instance.run(feeds, names)
+    infer_done = monotonic_ns()
+    split_outputs(jobs, names, arrays)
+    output_done = monotonic_ns()
+    for job in jobs:
+        timing = job.timing
+        timing.exec_start_ns = start
+        timing.input_done_ns = input_done
+        timing.infer_done_ns = infer_done
+        timing.output_done_ns = output_done

@@ -1,0 +1,187 @@
+"""InferenceService: the one transport-free API that the gRPC and HTTP frontends call.
+
+Runs on the event loop. Every method either returns plain values from server/types.py (or the
+completed ModelConfig message) or raises ServerError; frontends only convert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from time import monotonic_ns
+
+import numpy as np
+
+from server import __version__
+from server.errors import ServerError
+from server.observability.statistics import FailureReason, RequestTiming
+from server.proto import model_config_pb2 as mc
+from server.repository.manager import ModelManager
+from server.repository.model_version import ServingVersion
+from server.request_inputs import build_feeds, requested_output_names
+from server.request_parameters import scheduling_parameters
+from server.scheduling.job import InferenceJob
+from server.types import (
+    InferOutput,
+    InferRequest,
+    InferResponse,
+    ModelIndexEntry,
+    ModelMetadata,
+    ServerMetadata,
+    TensorMetadata,
+)
+
+log = logging.getLogger(__name__)
+
+# The Triton protocol extensions ortserve implements (ServerMetadata.extensions).
+EXTENSIONS = ("model_configuration", "model_repository", "statistics", "parameters")
+
+
+class InferenceService:
+    def __init__(self, manager: ModelManager, strict_readiness: bool, server_id: str = "ortserve") -> None:
+        self._manager = manager
+        self._strict_readiness = strict_readiness
+        self._server_id = server_id
+        self._started = False
+        self._exiting = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def mark_started(self) -> None:
+        """Initial model loading is over; readiness may now become true."""
+        self._started = True
+
+    def begin_shutdown(self) -> None:
+        """Readiness turns false at once and new requests are refused with UNAVAILABLE."""
+        self._exiting = True
+
+    async def wait_idle(self) -> None:
+        """Return once no inference request is in flight."""
+        await self._idle.wait()
+
+    # ---- health and metadata -------------------------------------------------------------
+
+    def is_live(self) -> bool:
+        return True
+
+    def is_ready(self) -> bool:
+        if self._exiting or not self._started:
+            return False
+        return self._manager.all_ready() if self._strict_readiness else True
+
+    def is_model_ready(self, name: str, version: str) -> bool:
+        """True when the version is READY; raises the lookup error (NOT_FOUND etc.) otherwise."""
+        self._manager.get(name, version)
+        return not self._exiting
+
+    def server_metadata(self) -> ServerMetadata:
+        return ServerMetadata(name=self._server_id, version=__version__, extensions=EXTENSIONS)
+
+    def model_metadata(self, name: str, version: str) -> ModelMetadata:
+        serving = self._manager.get(name, version)
+        versions = (serving.version_str,) if version else tuple(s.version_str for s in self._manager.ready_versions(name))
+        spec = serving.spec
+        return ModelMetadata(
+            name=name,
+            versions=versions,
+            platform=serving.config.platform or serving.config.backend,
+            inputs=tuple(TensorMetadata(t.name, t.datatype, spec.wire_shape(t)) for t in spec.inputs.values()),
+            outputs=tuple(TensorMetadata(t.name, t.datatype, spec.wire_shape(t)) for t in spec.outputs.values()),
+        )
+
+    def model_config(self, name: str, version: str) -> mc.ModelConfig:
+        return self._manager.get(name, version).config
+
+    def statistics(self, name: str, version: str) -> list[ServingVersion]:
+        """The loaded versions whose statistics are asked for ("" name = every model)."""
+        if not name:
+            if version:
+                raise ServerError.invalid_arg("a model version was given without a model name")
+            return self._manager.all_serving()
+        if version:
+            return [self._manager.get(name, version)]
+        self._manager.get(name, "")  # NOT_FOUND for an unknown model, as Triton answers
+        return self._manager.ready_versions(name)
+
+    def repository_index(self, ready_only: bool) -> list[ModelIndexEntry]:
+        return self._manager.index(ready_only)
+
+    # ---- inference -----------------------------------------------------------------------
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        """Validate, queue, await and answer one request.
+
+        Raises ServerError; if the caller is cancelled, the queued job is skipped, never run.
+        """
+        received_ns = monotonic_ns()
+        if self._exiting:
+            raise ServerError.unavailable("Server exiting")
+        serving = self._manager.get(request.model_name, request.model_version)
+        self._enter()
+        try:
+            return await self._infer(serving, request, received_ns)
+        finally:
+            self._leave()
+
+    async def _infer(self, serving: ServingVersion, request: InferRequest, received_ns: int) -> InferResponse:
+        stats = serving.stats
+        try:
+            params = scheduling_parameters(request.parameters)
+            output_names = requested_output_names(serving.spec, request)
+            feeds, batch_size = build_feeds(serving.spec, request)
+        except ServerError:
+            stats.record_failure(FailureReason.OTHER, received_ns, monotonic_ns())
+            raise
+        job = InferenceJob(
+            feeds=feeds,
+            batch_size=batch_size,
+            output_names=output_names,
+            future=asyncio.get_running_loop().create_future(),
+            timing=RequestTiming(received_ns=received_ns, enqueued_ns=monotonic_ns()),
+            priority=params.priority,
+            timeout_us=params.timeout_us,
+            deadline=request.deadline,
+        )
+        try:
+            serving.scheduler.submit(job)
+            outputs = await job.future
+        except ServerError:
+            stats.record_failure(job.failure_reason, received_ns, monotonic_ns())
+            raise
+        except asyncio.CancelledError:
+            stats.record_failure(FailureReason.CANCELED, received_ns, monotonic_ns())
+            raise
+        response = _response(serving, request, output_names, outputs, batch_size)
+        stats.record_success(job.timing, batch_size, monotonic_ns())
+        return response
+
+    def _enter(self) -> None:
+        self._in_flight += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+
+def _response(
+    serving: ServingVersion,
+    request: InferRequest,
+    output_names: tuple[str, ...],
+    outputs: dict[str, np.ndarray],
+    batch_size: int,
+) -> InferResponse:
+    spec = serving.spec
+    items: list[InferOutput] = []
+    for name in output_names:
+        tensor = spec.outputs[name]
+        array = outputs[name]
+        if tensor.reshape is not None:
+            batch = (batch_size,) if spec.batching else ()
+            array = array.reshape(batch + tensor.dims)
+        items.append(InferOutput(name=name, datatype=tensor.datatype, shape=array.shape, array=array))
+    return InferResponse(model_name=serving.name, model_version=serving.version_str, id=request.id, outputs=items)

@@ -1,0 +1,104 @@
+"""Transport-free request and response types shared by the frontends and the core.
+
+Frontends build an ``InferRequest`` from the wire and turn an ``InferResponse`` back into the wire;
+nothing here knows about protobuf or HTTP.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# A request or response parameter value: the InferParameter oneof (bool, int64/uint64, double, string).
+ParameterValue = bool | int | float | str
+
+
+@dataclass(slots=True)
+class InferInput:
+    """One input as received: either ``raw`` bytes (decoded after validation) or a ready ``array``."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    raw: bytes | memoryview | None = None
+    array: np.ndarray | None = None
+    parameters: dict[str, ParameterValue] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RequestedOutput:
+    name: str
+    parameters: dict[str, ParameterValue] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferRequest:
+    model_name: str
+    model_version: str = ""
+    id: str = ""
+    inputs: list[InferInput] = field(default_factory=list)
+    # Empty means "every model output", as in Triton.
+    outputs: list[RequestedOutput] = field(default_factory=list)
+    parameters: dict[str, ParameterValue] = field(default_factory=dict)
+    # Absolute time.monotonic() by which the caller stops waiting (gRPC deadline), or None.
+    deadline: float | None = None
+
+
+@dataclass(slots=True)
+class InferOutput:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    array: np.ndarray
+
+
+@dataclass(slots=True)
+class InferResponse:
+    model_name: str
+    model_version: str
+    id: str
+    outputs: list[InferOutput]
+    parameters: dict[str, ParameterValue] = field(default_factory=dict)
+
+
+class ModelState(enum.Enum):
+    """Lifecycle state of one model version (RepositoryIndex ``state`` strings)."""
+
+    UNKNOWN = "UNKNOWN"
+    LOADING = "LOADING"
+    READY = "READY"
+    UNLOADING = "UNLOADING"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass(slots=True, frozen=True)
+class TensorMetadata:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class ModelMetadata:
+    name: str
+    versions: tuple[str, ...]
+    platform: str
+    inputs: tuple[TensorMetadata, ...]
+    outputs: tuple[TensorMetadata, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class ServerMetadata:
+    name: str
+    version: str
+    extensions: tuple[str, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class ModelIndexEntry:
+    name: str
+    version: str
+    state: ModelState
+    reason: str

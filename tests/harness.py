@@ -1,0 +1,103 @@
+"""Run a real ortserve process on free 127.0.0.1 ports for integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    """The HTTP status of a GET, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+
+
+class ServerProcess:
+    """``python -m server`` in a subprocess; stdout+stderr go to ``log_path``."""
+
+    def __init__(self, repositories: list[Path], extra_args: list[str] | None = None, log_path: Path | None = None) -> None:
+        self.grpc_port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.repositories = repositories
+        self.extra_args = extra_args or []
+        self.log_path = log_path or Path(f"/tmp/ortserve-test-{os.getpid()}-{self.grpc_port}.log")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def command(self) -> list[str]:
+        args = [sys.executable, "-m", "server", "--host", "127.0.0.1"]
+        for repository in self.repositories:
+            args += ["--model-repository", str(repository)]
+        args += ["--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port)]
+        args += ["--metrics-port", str(self.metrics_port), *self.extra_args]
+        return args
+
+    def start(self, wait_for: str = "live", timeout: float = 60.0) -> ServerProcess:
+        """Start and wait until /v2/health/<wait_for> answers 200 ("" = do not wait)."""
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(self.command(), cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        if wait_for:
+            self.wait_until(f"http://{self.http_url}/v2/health/{wait_for}", timeout)
+        return self
+
+    def wait_until(self, url: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            if http_status(url, timeout=1.0) == 200:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"{url} not 200 after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def terminate(self, timeout: float = 40.0) -> int:
+        """SIGTERM and wait; returns the exit status (kills after ``timeout``)."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.terminate()
