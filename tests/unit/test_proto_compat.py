@@ -33,7 +33,7 @@ from server.proto import _pool
 from server.proto import grpc_service_pb2 as our_service
 from server.proto import model_config_pb2 as our_config
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Fields and messages of newer Triton releases that tritonclient 2.41 lacks.
 # We declare them so newer config.pbtxt files still parse. Keep this the only
