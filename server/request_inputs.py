@@ -16,7 +16,7 @@ from server.types import InferInput, InferRequest
 
 _SHARED_MEMORY_KEYS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
 _BATCH_NOTE = (
-    " NOTE: Setting a non-zero max_batch_size in the model config requires a batch dimension to be "
+    "NOTE: Setting a non-zero max_batch_size in the model config requires a batch dimension to be "
     "prepended to each input shape. If you want to specify the full shape including the batch dim "
     "in your input dims config, try setting max_batch_size to zero. See the model configuration "
     "docs for more info on max_batch_size."
@@ -35,7 +35,9 @@ def build_feeds(spec: ModelSpec, request: InferRequest) -> tuple[dict[str, np.nd
     try:
         _check_input_names(spec, request)
         batch_size = _batch_size(spec, request)
-        feeds = {item.name: _feed(spec, spec.inputs[item.name], item) for item in request.inputs}
+        # In the model's input order, so requests that list inputs differently still batch together.
+        given = {item.name: item for item in request.inputs}
+        feeds = {name: _feed(spec, tensor, given[name]) for name, tensor in spec.inputs.items() if name in given}
     except ServerError as error:
         raise ServerError(error.code, request_prefix(request) + error.message) from None
     return feeds, batch_size
@@ -127,5 +129,6 @@ def _check_shape(spec: ModelSpec, tensor: TensorSpec, item: InferInput) -> None:
     expected = format_dims(spec.wire_shape(tensor))
     raise ServerError.invalid_arg(
         f"unexpected shape for input '{item.name}' for model '{spec.name}'. Expected {expected}, "
-        f"got {format_dims(item.shape)}." + (_BATCH_NOTE if spec.batching else "")
+        # Triton ends the sentence with ". " whether or not the note follows.
+        f"got {format_dims(item.shape)}. " + (_BATCH_NOTE if spec.batching else "")
     )

@@ -137,13 +137,14 @@ class InferenceService:
             raise
         job = InferenceJob(
             feeds=feeds,
-            batch_size=batch_size,
+            rows=batch_size,
             output_names=output_names,
             future=asyncio.get_running_loop().create_future(),
             timing=RequestTiming(received_ns=received_ns, enqueued_ns=monotonic_ns()),
+            shape_key=tuple((name, array.shape[1:]) for name, array in feeds.items()),
             priority=params.priority,
             timeout_us=params.timeout_us,
-            deadline=request.deadline,
+            deadline_ns=int(request.deadline * 1e9) if request.deadline is not None else 0,
         )
         try:
             serving.scheduler.submit(job)

@@ -16,6 +16,7 @@ import onnxruntime as ort
 from server.errors import ServerError
 from server.proto import model_config_pb2 as mc
 from server.repository import autocomplete
+from server.repository.batching_validation import validate_batching
 from server.repository.validation import validate_config
 from server.runtime.devices import DeviceChoice, device_choices
 from server.runtime.instance import ModelInstance, graph_signature
@@ -60,6 +61,7 @@ def load_version(file_config: mc.ModelConfig, model_name: str, version: int, ver
     autocomplete.complete_instance_groups(config, gpu_count=0)
     autocomplete.complete_batching_defaults(config)
     validate_config(config, graph_signature(probe))
+    validate_batching(config)
     instances: list[ModelInstance] = []
     try:
         for index, device in enumerate(device_choices(config)):

@@ -40,7 +40,7 @@ def split_outputs(jobs: list[InferenceJob], names: list[str], arrays: list[np.nd
         return
     offset = 0
     for job in jobs:
-        end = offset + job.batch_size
+        end = offset + job.rows
         job.outputs = {name: array[offset:end] for name, array in zip(names, arrays) if name in job.output_names}
         offset = end
 

@@ -1,4 +1,4 @@
-"""Pick the scheduler a model version's config asks for."""
+"""Build the scheduler a model version's config asks for."""
 
 from __future__ import annotations
 
@@ -6,10 +6,22 @@ from server.observability.statistics import ModelStats
 from server.proto import model_config_pb2 as mc
 from server.runtime.instance import ModelInstance
 from server.scheduling.base import Scheduler
-from server.scheduling.passthrough import PassThroughScheduler
+from server.scheduling.batch_policy import BatchingRule
+from server.scheduling.batcher import DynamicBatcher
+from server.scheduling.queue_policy import PriorityPolicy
 
 
 def create_scheduler(config: mc.ModelConfig, instances: list[ModelInstance], stats: ModelStats) -> Scheduler:
-    """Must be called on the event loop (schedulers start worker tasks)."""
-    model_outputs = tuple(output.name for output in config.output)
-    return PassThroughScheduler(instances, model_outputs, stats)
+    """Must be called on the event loop (the batcher starts its task).
+
+    Every model gets a DynamicBatcher; without dynamic_batching (or with max_batch_size 0) it
+    does not merge requests, but queueing, cancellation and statistics work the same.
+    """
+    return DynamicBatcher(
+        rule=BatchingRule.from_config(config),
+        priority=PriorityPolicy.from_config(config),
+        instances=instances,
+        model_outputs=tuple(output.name for output in config.output),
+        stats=stats,
+        preserve_ordering=config.dynamic_batching.preserve_ordering,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,24 +16,39 @@ class InferenceJob:
     """Inputs ready for ONNX Runtime plus what the scheduler needs to place and answer them.
 
     ``future`` resolves on the event loop with the job's outputs (name → array, already split
-    from the batch) or with a ServerError. The scheduler only sets it if it is not done: the caller
-    may have been cancelled in the meantime.
+    from the batch) or with a ServerError. Outcomes are set only if the future is not done: the
+    caller may have been cancelled in the meantime.
     """
 
     feeds: dict[str, np.ndarray]
     # Rows this request contributes to a batch (its leading dim); 1 for non-batching models.
-    batch_size: int
+    rows: int
     output_names: tuple[str, ...]
     future: asyncio.Future[dict[str, np.ndarray]]
     timing: RequestTiming
+    # Requests merge only when these match: each input's name and non-batch dims.
+    shape_key: Hashable = ()
     priority: int = 0
     # Queue timeout in microseconds requested by the client (0 = none).
     timeout_us: int = 0
-    # Absolute monotonic seconds after which nobody waits for the answer (gRPC deadline).
-    deadline: float | None = None
+    # Monotonic ns after which the caller no longer waits (gRPC deadline); 0 = none.
+    deadline_ns: int = 0
+    # Set by the queue at admission: priority level and queue-timeout instant (0 = none).
+    level: int = 1
+    timeout_at_ns: int = 0
+    # Arrival order within the scheduler (used to release responses in order).
+    sequence: int = 0
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     # Why the job failed, for nv_inference_request_failure{reason}; set with the exception.
     failure_reason: FailureReason = FailureReason.OTHER
+
+    @property
+    def enqueued_ns(self) -> int:
+        return self.timing.enqueued_ns
+
+    def abandoned(self) -> bool:
+        """True once the caller stopped waiting (cancelled) or an outcome was already set."""
+        return self.future.done()
 
     def succeed(self) -> None:
         if not self.future.done():
@@ -42,7 +58,3 @@ class InferenceJob:
         if not self.future.done():
             self.failure_reason = reason
             self.future.set_exception(error)
-
-    def abandoned(self) -> bool:
-        """True once the caller stopped waiting (cancelled) or an outcome was already set."""
-        return self.future.done()

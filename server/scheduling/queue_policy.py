@@ -1,0 +1,75 @@
+"""Priority levels and per-level queue policies from ``dynamic_batching`` (Triton's semantics).
+
+- priority_levels N > 0 enables levels 1 (highest) .. N; a request's ``priority`` parameter picks
+  one, 0 or out-of-range values use default_priority_level.
+- Each level has a ModelQueuePolicy (priority_queue_policy[level], else default_queue_policy):
+  max_queue_size (0 = unbounded), default_timeout_microseconds (0 = none),
+  allow_timeout_override (a request's ``timeout`` may only lower the default), timeout_action.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from server.proto import model_config_pb2 as mc
+
+
+class TimeoutAction(enum.Enum):
+    REJECT = "REJECT"
+    DELAY = "DELAY"
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePolicy:
+    max_queue_size: int = 0
+    default_timeout_ns: int = 0
+    allow_timeout_override: bool = False
+    timeout_action: TimeoutAction = TimeoutAction.REJECT
+
+    @classmethod
+    def from_config(cls, policy: mc.ModelQueuePolicy) -> QueuePolicy:
+        action = TimeoutAction.DELAY if policy.timeout_action == mc.ModelQueuePolicy.DELAY else TimeoutAction.REJECT
+        return cls(
+            max_queue_size=policy.max_queue_size,
+            default_timeout_ns=policy.default_timeout_microseconds * 1000,
+            allow_timeout_override=policy.allow_timeout_override,
+            timeout_action=action,
+        )
+
+    def timeout_ns(self, requested_us: int) -> int:
+        """The queue timeout a request gets (0 = none): the default, or a lower override."""
+        timeout = self.default_timeout_ns
+        requested = requested_us * 1000
+        if self.allow_timeout_override and requested > 0 and (timeout == 0 or requested < timeout):
+            timeout = requested
+        return timeout
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityPolicy:
+    """Level 1 is the highest priority. ``levels`` holds one policy per level, index 0 = level 1."""
+
+    levels: tuple[QueuePolicy, ...]
+    default_level: int = 1
+
+    @classmethod
+    def from_config(cls, config: mc.ModelConfig) -> PriorityPolicy:
+        if not config.HasField("dynamic_batching"):
+            return cls(levels=(QueuePolicy(),))
+        batching = config.dynamic_batching
+        default = QueuePolicy.from_config(batching.default_queue_policy)
+        count = max(1, batching.priority_levels)
+        levels = tuple(
+            QueuePolicy.from_config(batching.priority_queue_policy[level]) if level in batching.priority_queue_policy else default
+            for level in range(1, count + 1)
+        )
+        # validation.check_scheduling guarantees the default level is in range when levels are on.
+        default_level = batching.default_priority_level if batching.priority_levels else 1
+        return cls(levels=levels, default_level=default_level)
+
+    def level_of(self, priority: int) -> int:
+        """A request's ``priority`` parameter → level; 0 or out of range → the default level."""
+        if 1 <= priority <= len(self.levels):
+            return priority
+        return self.default_level
