@@ -14,7 +14,9 @@ import time
 
 from server.frontends.grpc.server import GrpcFrontend
 from server.frontends.http.server import HttpSite, build_http_app, build_metrics_app
+from server.observability.histograms import LatencyHistograms
 from server.observability.metrics import render_inference_metrics
+from server.observability.system_metrics import SystemMetrics
 from server.repository.manager import ModelManager
 from server.service import InferenceService
 from server.settings import Settings
@@ -29,14 +31,19 @@ class StartupError(Exception):
 class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.manager = ModelManager(settings)
+        self.histograms = LatencyHistograms() if settings.histogram_latencies else None
+        self.system_metrics = SystemMetrics(cpu=settings.allow_cpu_metrics, gpu=settings.allow_gpu_metrics)
+        self.manager = ModelManager(settings, self.histograms)
         self.service = InferenceService(self.manager, settings.strict_readiness, settings.server_id)
         self._stop = asyncio.Event()
         self._grpc: GrpcFrontend | None = None
         self._sites: list[HttpSite] = []
+        self._background: list[asyncio.Task[None]] = []
 
     def render_metrics(self) -> str:
-        return "\n".join(render_inference_metrics(self.manager.all_serving())) + "\n"
+        lines = render_inference_metrics(self.manager.all_serving()) + self.system_metrics.render()
+        text = "\n".join(lines) + "\n"
+        return text + self.histograms.render() if self.histograms is not None else text
 
     async def start(self) -> None:
         """Load models and start listening. Raises StartupError (e.g. --exit-on-error)."""
@@ -53,6 +60,7 @@ class App:
             self._sites.append(HttpSite(build_http_app(self.service), s.host, s.http_port))
         if s.allow_metrics:
             self._sites.append(HttpSite(build_metrics_app(self.render_metrics), s.host, s.metrics_port))
+            self._background.append(asyncio.create_task(self.system_metrics.run(s.metrics_interval_ms / 1000)))
         for site in self._sites:
             await site.start()
         self.service.mark_started()
@@ -85,6 +93,8 @@ class App:
             await asyncio.wait_for(self.service.wait_idle(), self.settings.exit_timeout_secs)
         except TimeoutError:
             log.warning("exit timeout reached with requests still in flight")
+        for task in self._background:
+            task.cancel()
         remaining = max(0.0, deadline - time.monotonic())
         if self._grpc:
             await self._grpc.stop(grace_secs=min(remaining, 1.0))

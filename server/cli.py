@@ -35,13 +35,28 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"ortserve: error: {message}\n")
 
 
+class _Repeatable(argparse._AppendAction):
+    """A repeatable flag whose command-line values replace its default (e.g. one from the environment).
+
+    argparse's own append action extends the default list, which would merge the environment's
+    repositories with the command line's instead of letting the command line win.
+    """
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object, option_string: str | None = None
+    ) -> None:
+        if getattr(namespace, self.dest, None) is self.default:
+            setattr(namespace, self.dest, None)
+        super().__call__(parser, namespace, values, option_string)
+
+
 def env_name(flag: str) -> str:
     return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
 
 
 def build_parser() -> OneLineParser:
     p = OneLineParser(prog="ortserve", description="Serve ONNX models over Triton's gRPC/HTTP protocol.")
-    p.add_argument("--model-repository", action="append", help="repository path (repeatable)")
+    p.add_argument("--model-repository", action=_Repeatable, help="repository path (repeatable)")
     p.add_argument("--host", default="0.0.0.0", help="address every port binds to")
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--grpc-port", type=int, default=8001)
@@ -69,10 +84,16 @@ def build_parser() -> OneLineParser:
     p.add_argument("--log-format", choices=[f.value for f in LogFormat], default="text")
     p.add_argument("--model-control-mode", choices=[m.value for m in ModelControlMode], default="none")
     p.add_argument("--repository-poll-secs", type=float, default=15.0)
-    p.add_argument("--load-model", action="append", default=None, help="model to load in explicit mode (repeatable, * = all)")
+    p.add_argument("--load-model", action=_Repeatable, default=None, help="model to load in explicit mode (repeatable, * = all)")
     p.add_argument("--model-load-thread-count", type=int, default=4)
-    p.add_argument("--backend-config", action="append", default=None, help="onnxruntime,default-max-batch-size=N (Triton's spelling)")
+    p.add_argument("--backend-config", action=_Repeatable, default=None, help="onnxruntime,default-max-batch-size=N (Triton's spelling)")
     p.add_argument("--id", default="ortserve", help="server name reported by ServerMetadata")
+    for name in ("--allow-cpu-metrics", "--allow-gpu-metrics"):
+        p.add_argument(name, type=parse_bool, nargs="?", const=True, default=True)
+    p.add_argument("--metrics-interval-ms", type=int, default=2000, help="how often CPU/GPU gauges are sampled")
+    p.add_argument(
+        "--metrics-config", action="append", default=None, help="histogram_latencies=true|false (ortserve_* histograms, default true)"
+    )
     return p
 
 
@@ -113,6 +134,19 @@ def _default_max_batch_size(backend_configs: list[str]) -> int:
     return result
 
 
+def _histogram_latencies(metrics_configs: list[str]) -> bool:
+    enabled = True
+    for entry in metrics_configs:
+        key, _, value = entry.partition("=")
+        if key != "histogram_latencies":
+            raise SettingsError(f"--metrics-config '{entry}': unknown setting '{key}' (supported: histogram_latencies)")
+        try:
+            enabled = parse_bool(value)
+        except argparse.ArgumentTypeError as exc:
+            raise SettingsError(f"--metrics-config '{entry}': {exc}") from None
+    return enabled
+
+
 def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
     """Raises SystemExit(2) with a one-line message for bad flags or settings."""
     parser = build_parser()
@@ -139,6 +173,10 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
             model_load_thread_count=args.model_load_thread_count,
             default_max_batch_size=_default_max_batch_size(args.backend_config or []),
             server_id=args.id,
+            allow_cpu_metrics=args.allow_cpu_metrics,
+            allow_gpu_metrics=args.allow_gpu_metrics,
+            metrics_interval_ms=args.metrics_interval_ms,
+            histogram_latencies=_histogram_latencies(args.metrics_config or []),
         )
     except SettingsError as exc:
         parser.error(str(exc))

@@ -44,6 +44,11 @@ class Settings:
     # Triton's --backend-config=onnxruntime,default-max-batch-size=N (used by auto-complete).
     default_max_batch_size: int = 4
     server_id: str = "ortserve"
+    allow_cpu_metrics: bool = True
+    allow_gpu_metrics: bool = True
+    metrics_interval_ms: int = 2000
+    # --metrics-config histogram_latencies=false turns the ortserve_* histograms off.
+    histogram_latencies: bool = True
 
     def __post_init__(self) -> None:
         if not self.model_repositories:
@@ -58,6 +63,8 @@ class Settings:
         enabled = [p for p, on in zip(ports, (self.allow_http, self.allow_grpc, self.allow_metrics)) if on and p]
         if len(enabled) != len(set(enabled)):
             raise SettingsError(f"the HTTP, gRPC and metrics ports must differ, got {ports}")
+        if self.metrics_interval_ms < 1:
+            raise SettingsError("--metrics-interval-ms must be >= 1")
         if self.exit_timeout_secs < 0:
             raise SettingsError("--exit-timeout-secs must be >= 0")
         if self.model_load_thread_count < 1:

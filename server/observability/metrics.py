@@ -102,4 +102,10 @@ def render_inference_metrics(versions: list[ServingVersion]) -> list[str]:
         "Instantaneous number of pending requests awaiting execution per-model.",
         ((version_labels(s), s.scheduler.pending_count) for s in versions),
     )
+    lines += render_family(
+        "nv_model_load_duration_secs",
+        "gauge",
+        "Model load time in seconds (including warmup)",
+        ((version_labels(s), round(s.load_duration_secs, 6)) for s in versions),
+    )
     return lines

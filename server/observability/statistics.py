@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 class FailureReason(enum.Enum):
@@ -51,6 +52,12 @@ class RequestTiming:
     output_done_ns: int = 0
 
 
+class HistogramSink(Protocol):
+    def observe_request(self, timing: RequestTiming, done_ns: int) -> None: ...
+
+    def observe_batch(self, rows: int, timing: RequestTiming) -> None: ...
+
+
 @dataclass(slots=True)
 class ModelStats:
     success: DurationStat = field(default_factory=DurationStat)
@@ -65,6 +72,8 @@ class ModelStats:
     last_inference_ms: int = 0
     failures: dict[FailureReason, int] = field(default_factory=lambda: dict.fromkeys(FailureReason, 0))
     batch_stats: dict[int, BatchStat] = field(default_factory=dict)
+    # Optional latency histograms fed by the same events (None when histograms are off).
+    histograms: HistogramSink | None = None
 
     def record_success(self, timing: RequestTiming, batch_size: int, done_ns: int) -> None:
         self.success.add(done_ns - timing.received_ns)
@@ -74,6 +83,8 @@ class ModelStats:
         self.compute_output.add(timing.output_done_ns - timing.infer_done_ns)
         self.inference_count += batch_size
         self.last_inference_ms = time.time_ns() // 1_000_000
+        if self.histograms is not None:
+            self.histograms.observe_request(timing, done_ns)
 
     def record_failure(self, reason: FailureReason, received_ns: int, done_ns: int) -> None:
         self.fail.add(done_ns - received_ns)
@@ -88,3 +99,5 @@ class ModelStats:
         stat.compute_input.add(timing.input_done_ns - timing.exec_start_ns)
         stat.compute_infer.add(timing.infer_done_ns - timing.input_done_ns)
         stat.compute_output.add(timing.output_done_ns - timing.infer_done_ns)
+        if self.histograms is not None:
+            self.histograms.observe_batch(batch_size, timing)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from server.errors import ServerError
+from server.observability.histograms import LatencyHistograms
 from server.proto import model_config_pb2 as mc
 from server.repository import version_policy
 from server.repository.config_file import ignored_fields, read_config_file
@@ -27,8 +29,9 @@ log = logging.getLogger(__name__)
 
 
 class ModelManager:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, histograms: LatencyHistograms | None = None) -> None:
         self._settings = settings
+        self._histograms = histograms
         self._models: dict[str, ModelRecord] = {}
         self._load_pool = ThreadPoolExecutor(settings.model_load_thread_count, thread_name_prefix="model-load")
         self._load_options = LoadOptions(settings.default_max_batch_size, 1)
@@ -75,6 +78,7 @@ class ModelManager:
     async def _load_version(self, record: ModelRecord, source: ModelSource, file_config: mc.ModelConfig, version: int) -> None:
         entry = record.versions[version]
         loop = asyncio.get_running_loop()
+        started = time.monotonic()
         try:
             loaded = await loop.run_in_executor(
                 self._load_pool, load_version, file_config, source.name, version, source.versions[version], self._load_options
@@ -85,7 +89,8 @@ class ModelManager:
             log.exception("model '%s' version %d failed to load", source.name, version)
             entry.state, entry.reason = ModelState.UNAVAILABLE, f"internal error while loading: {exc}"
         else:
-            entry.serving = ServingVersion(source.name, version, loaded.config, loaded.instances)
+            histograms = self._histograms.for_version(source.name, str(version)) if self._histograms else None
+            entry.serving = ServingVersion(source.name, version, loaded.config, loaded.instances, histograms, time.monotonic() - started)
             entry.state, entry.reason = ModelState.READY, ""
 
     # ---- lookups (request path) ----------------------------------------------------------
@@ -146,6 +151,9 @@ class ModelManager:
                     entry.state = ModelState.UNLOADING
             record.refresh_latest()
         await asyncio.gather(*(s.close(drain_timeout_secs) for s in serving))
+        if self._histograms is not None:
+            for s in serving:
+                self._histograms.forget(s.name, s.version_str)
         self._load_pool.shutdown(wait=False, cancel_futures=True)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from server.observability.statistics import ModelStats
+from server.observability.statistics import HistogramSink, ModelStats
 from server.proto import model_config_pb2 as mc
 from server.repository.spec import ModelSpec, spec_from_config
 from server.runtime.instance import ModelInstance
@@ -22,14 +22,23 @@ class ServingVersion:
     Created on the event loop once its sessions are open.
     """
 
-    def __init__(self, name: str, version: int, config: mc.ModelConfig, instances: list[ModelInstance]) -> None:
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        config: mc.ModelConfig,
+        instances: list[ModelInstance],
+        histograms: HistogramSink | None = None,
+        load_duration_secs: float = 0.0,
+    ) -> None:
         self.name = name
         self.version = version
         self.version_str = str(version)
         self.config = config
         self.spec: ModelSpec = spec_from_config(config)
         self.instances = instances
-        self.stats = ModelStats()
+        self.stats = ModelStats(histograms=histograms)
+        self.load_duration_secs = load_duration_secs
         self.scheduler: Scheduler = create_scheduler(config, instances, self.stats)
 
     async def close(self, drain_timeout_secs: float | None) -> None:

@@ -19,6 +19,7 @@ from server.repository import autocomplete
 from server.repository.batching_validation import validate_batching
 from server.repository.validation import validate_config
 from server.runtime.devices import DeviceChoice, device_choices
+from server.runtime.gpus import usable_gpu_count
 from server.runtime.instance import ModelInstance, graph_signature
 from server.runtime.session_options import build_session_options
 
@@ -58,15 +59,18 @@ def load_version(file_config: mc.ModelConfig, model_name: str, version: int, ver
     path = model_file(version_dir, config)
     probe = _open_session(path, config, DeviceChoice.cpu(), options)
     config = autocomplete.complete_from_graph(config, graph_signature(probe), options.default_max_batch_size)
-    autocomplete.complete_instance_groups(config, gpu_count=0)
+    autocomplete.complete_instance_groups(config, gpu_count=usable_gpu_count())
     autocomplete.complete_batching_defaults(config)
     validate_config(config, graph_signature(probe))
     validate_batching(config)
+    devices = device_choices(config)
     instances: list[ModelInstance] = []
     try:
-        for index, device in enumerate(device_choices(config)):
-            session = probe if index == 0 and device.is_cpu else _open_session(path, config, device, options)
-            instances.append(ModelInstance(f"{model_name}_v{version}_{index}", session, device.label))
+        for index, device in enumerate(devices):
+            # The CPU session opened for auto-complete serves as the first plain CPU instance.
+            reuse = index == 0 and device == DeviceChoice.cpu()
+            session = probe if reuse else _open_session(path, config, device, options)
+            instances.append(ModelInstance(f"{model_name}_v{version}_{index}", session, device.label, use_io_binding=not device.is_cpu))
     except BaseException:
         for instance in instances:
             instance.close()
