@@ -1,0 +1,225 @@
+"""CLI flags (Triton's spelling), ORTSERVE_* environment twins, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.cli import env_name, parse_settings
+from server.settings import LogFormat, ModelControlMode, Settings
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = tmp_path / "models"
+    path.mkdir()
+    return path
+
+
+def parse(argv: list[str], environ: dict[str, str] | None = None) -> Settings:
+    return parse_settings(argv, environ or {})
+
+
+def error_line(capsys: pytest.CaptureFixture[str], argv: list[str], environ: dict[str, str] | None = None) -> str:
+    """Parse expecting failure; return the one line written to stderr."""
+    with pytest.raises(SystemExit) as caught:
+        parse(argv, environ)
+    assert caught.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.endswith("\n")
+    assert captured.err.count("\n") == 1
+    return captured.err.rstrip("\n")
+
+
+def test_defaults(repo: Path) -> None:
+    settings = parse(["--model-repository", str(repo)])
+    assert settings.model_repositories == (repo,)
+    assert (settings.http_port, settings.grpc_port, settings.metrics_port) == (8000, 8001, 8002)
+    assert settings.host == "0.0.0.0"
+    assert (settings.allow_http, settings.allow_grpc, settings.allow_metrics) == (True, True, True)
+    assert settings.strict_readiness is True
+    assert settings.exit_on_error is False
+    assert settings.exit_timeout_secs == 30.0
+    assert settings.model_control_mode is ModelControlMode.NONE
+    assert settings.repository_poll_secs == 15.0
+    assert settings.load_models == ()
+    assert settings.model_load_thread_count == 4
+    assert settings.default_max_batch_size == 4
+    assert settings.log_format is LogFormat.TEXT
+    assert settings.server_id == "ortserve"
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--strict-readiness=false"], False),
+        (["--strict-readiness", "false"], False),
+        (["--strict-readiness=0"], False),
+        (["--strict-readiness=true"], True),
+        (["--strict-readiness"], True),
+    ],
+    ids=["equals-false", "separate-false", "zero", "equals-true", "bare"],
+)
+def test_strict_readiness(repo: Path, flags: list[str], expected: bool) -> None:
+    assert parse([*flags, "--model-repository", str(repo)]).strict_readiness is expected
+
+
+def test_bare_exit_on_error_before_another_flag(repo: Path) -> None:
+    assert parse(["--exit-on-error", "--model-repository", str(repo)]).exit_on_error is True
+
+
+def test_bare_exit_on_error_last(repo: Path) -> None:
+    assert parse(["--model-repository", str(repo), "--exit-on-error"]).exit_on_error is True
+
+
+def test_repeatable_model_repository(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    settings = parse(["--model-repository", str(first), f"--model-repository={second}"])
+    assert settings.model_repositories == (first, second)
+
+
+def test_env_names() -> None:
+    assert env_name("--grpc-port") == "ORTSERVE_GRPC_PORT"
+    assert env_name("--model-repository") == "ORTSERVE_MODEL_REPOSITORY"
+
+
+def test_env_sets_port(repo: Path) -> None:
+    assert parse(["--model-repository", str(repo)], {"ORTSERVE_GRPC_PORT": "9001"}).grpc_port == 9001
+
+
+def test_flag_wins_over_env(repo: Path) -> None:
+    assert parse(["--model-repository", str(repo), "--grpc-port", "9002"], {"ORTSERVE_GRPC_PORT": "9001"}).grpc_port == 9002
+
+
+def test_env_model_repository_with_commas(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    settings = parse([], {"ORTSERVE_MODEL_REPOSITORY": f"{first},{second}"})
+    assert settings.model_repositories == (first, second)
+
+
+def test_repeatable_flag_replaces_env_value(tmp_path: Path) -> None:
+    from_env, from_flag = tmp_path / "env", tmp_path / "flag"
+    from_env.mkdir()
+    from_flag.mkdir()
+    settings = parse(["--model-repository", str(from_flag)], {"ORTSERVE_MODEL_REPOSITORY": str(from_env)})
+    assert settings.model_repositories == (from_flag,)
+
+
+def test_env_booleans_and_choices(repo: Path) -> None:
+    environ = {"ORTSERVE_STRICT_READINESS": "false", "ORTSERVE_EXIT_ON_ERROR": "yes", "ORTSERVE_MODEL_CONTROL_MODE": "poll"}
+    settings = parse(["--model-repository", str(repo)], environ)
+    assert settings.strict_readiness is False
+    assert settings.exit_on_error is True
+    assert settings.model_control_mode is ModelControlMode.POLL
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"ORTSERVE_GRPC_PORT": "abc"}, "ortserve: error: ORTSERVE_GRPC_PORT: invalid literal for int() with base 10: 'abc'"),
+        ({"ORTSERVE_STRICT_READINESS": "maybe"}, "ortserve: error: ORTSERVE_STRICT_READINESS: expected true or false, got 'maybe'"),
+        (
+            {"ORTSERVE_MODEL_CONTROL_MODE": "manual"},
+            "ortserve: error: ORTSERVE_MODEL_CONTROL_MODE: 'manual' is not one of ['none', 'poll', 'explicit']",
+        ),
+    ],
+    ids=["port-not-int", "bool", "choice"],
+)
+def test_bad_env_value_is_one_line_exit_2(capsys: pytest.CaptureFixture[str], repo: Path, environ: dict[str, str], expected: str) -> None:
+    assert error_line(capsys, ["--model-repository", str(repo)], environ) == expected
+
+
+def test_bad_flag_value_is_one_line(capsys: pytest.CaptureFixture[str], repo: Path) -> None:
+    line = error_line(capsys, ["--model-repository", str(repo), "--strict-readiness=maybe"])
+    assert line.startswith("ortserve: error: argument --strict-readiness: ")
+
+
+def test_no_repository(capsys: pytest.CaptureFixture[str]) -> None:
+    assert error_line(capsys, []) == "ortserve: error: at least one --model-repository is required"
+
+
+def test_missing_repository(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    line = error_line(capsys, ["--model-repository", str(missing)])
+    assert line == f"ortserve: error: model repository '{missing}' does not exist or is not a directory"
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--backend-config=onnxruntime,default-max-batch-size=16"], 16),
+        (["--backend-config=onnxruntime,default-max-batch-size=0"], 0),
+        (["--backend-config=onnxruntime,default-max-batch-size=2", "--backend-config=onnxruntime,default-max-batch-size=8"], 8),
+    ],
+    ids=["16", "zero", "last-wins"],
+)
+def test_backend_config(repo: Path, flags: list[str], expected: int) -> None:
+    assert parse(["--model-repository", str(repo), *flags]).default_max_batch_size == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (
+            "tensorflow,default-max-batch-size=4",
+            "--backend-config 'tensorflow,default-max-batch-size=4': expected onnxruntime,<key>=<value>",
+        ),
+        ("onnxruntime", "--backend-config 'onnxruntime': expected onnxruntime,<key>=<value>"),
+        (
+            "onnxruntime,default-max-batch-size=",
+            "--backend-config 'onnxruntime,default-max-batch-size=': expected onnxruntime,<key>=<value>",
+        ),
+        ("onnxruntime,enable-pinned=1", "--backend-config 'onnxruntime,enable-pinned=1': unknown onnxruntime setting 'enable-pinned'"),
+        ("onnxruntime,default-max-batch-size=big", "--backend-config 'onnxruntime,default-max-batch-size=big': 'big' is not an integer"),
+        ("onnxruntime,default-max-batch-size=-1", "default-max-batch-size must be >= 0"),
+    ],
+    ids=["other-backend", "no-setting", "no-value", "unknown-key", "not-int", "negative"],
+)
+def test_bad_backend_config(capsys: pytest.CaptureFixture[str], repo: Path, value: str, expected: str) -> None:
+    assert error_line(capsys, ["--model-repository", str(repo), f"--backend-config={value}"]) == f"ortserve: error: {expected}"
+
+
+def test_load_model_in_explicit_mode(repo: Path) -> None:
+    settings = parse(["--model-repository", str(repo), "--model-control-mode=explicit", "--load-model=a", "--load-model=b"])
+    assert settings.load_models == ("a", "b")
+
+
+def test_load_model_without_explicit_mode(capsys: pytest.CaptureFixture[str], repo: Path) -> None:
+    line = error_line(capsys, ["--model-repository", str(repo), "--load-model=a"])
+    assert line == "ortserve: error: --load-model requires --model-control-mode=explicit"
+
+
+def test_load_model_star_must_be_alone(capsys: pytest.CaptureFixture[str], repo: Path) -> None:
+    line = error_line(capsys, ["--model-repository", str(repo), "--model-control-mode=explicit", "--load-model=*", "--load-model=a"])
+    assert line == "ortserve: error: --load-model=* must be the only --load-model"
+
+
+def test_duplicate_ports(capsys: pytest.CaptureFixture[str], repo: Path) -> None:
+    line = error_line(capsys, ["--model-repository", str(repo), "--grpc-port=8000"])
+    assert line == "ortserve: error: the HTTP, gRPC and metrics ports must differ, got [8000, 8000, 8002]"
+
+
+def test_duplicate_port_allowed_when_that_endpoint_is_off(repo: Path) -> None:
+    settings = parse(["--model-repository", str(repo), "--metrics-port=8000", "--allow-metrics=false"])
+    assert settings.metrics_port == 8000
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--http-port=70000"], "port 70000 is outside 0-65535"),
+        (["--exit-timeout-secs=-1"], "--exit-timeout-secs must be >= 0"),
+        (["--model-load-thread-count=0"], "--model-load-thread-count must be >= 1"),
+        (["--model-control-mode=poll", "--repository-poll-secs=0"], "--repository-poll-secs must be > 0 in poll mode"),
+        (["--log-format=xml"], "argument --log-format: invalid choice: 'xml' (choose from 'text', 'json')"),
+    ],
+    ids=["port-range", "exit-timeout", "thread-count", "poll-secs", "log-format"],
+)
+def test_invalid_settings(capsys: pytest.CaptureFixture[str], repo: Path, flags: list[str], expected: str) -> None:
+    assert error_line(capsys, ["--model-repository", str(repo), *flags]) == f"ortserve: error: {expected}"
