@@ -121,3 +121,39 @@ def scalar_scale() -> onnx.ModelProto:
 
 def save(model: onnx.ModelProto, path: str) -> None:
     onnx.save_model(model, path)
+
+
+def slow_echo(depth: int = 400, width: int = 1024) -> onnx.ModelProto:
+    """FP32 x [batch, 1] → y = x, after ``depth`` real [width, width] MatMuls per row.
+
+    Tiny on the wire, slow to compute (tens of ms per row on one core): it holds requests in the
+    queue for scheduler tests without shipping large tensors.
+    """
+    spread = np.ones((1, width), np.float32)
+    gather = np.full((width, 1), 1.0 / width, np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "spread"], ["h0"])]
+    for layer in range(depth):
+        nodes.append(helper.make_node("MatMul", [f"h{layer}", "eye"], [f"h{layer + 1}"]))
+    nodes.append(helper.make_node("MatMul", [f"h{depth}", "gather"], ["y"]))
+    initializers = [
+        numpy_helper.from_array(spread, "spread"),
+        numpy_helper.from_array(np.eye(width, dtype=np.float32), "eye"),
+        numpy_helper.from_array(gather, "gather"),
+    ]
+    return _model(nodes, [tensor("x", "FP32", ["batch", 1])], [tensor("y", "FP32", ["batch", 1])], initializers, "slow_echo")
+
+
+def gather_rows(table_rows: int = 10, width: int = 4) -> onnx.ModelProto:
+    """INT64 index [batch, 1] → row [batch, 1, width] of a fixed table (row i holds the value i).
+
+    An index outside the table makes ONNX Runtime itself fail at run time, which is how the
+    tests cause a failure inside one batch.
+    """
+    table = np.repeat(np.arange(table_rows, dtype=np.float32)[:, None], width, axis=1)
+    return _model(
+        [helper.make_node("Gather", ["table", "index"], ["row"], axis=0)],
+        [tensor("index", "INT64", ["batch", 1])],
+        [tensor("row", "FP32", ["batch", 1, width])],
+        [numpy_helper.from_array(table, "table")],
+        name="gather_rows",
+    )

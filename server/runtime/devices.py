@@ -53,7 +53,9 @@ def device_choices(config: mc.ModelConfig) -> list[DeviceChoice]:
         if group.kind == mc.ModelInstanceGroup.KIND_CPU:
             choices.extend(_cpu_choice(config) for _ in range(group.count))
         elif group.kind == mc.ModelInstanceGroup.KIND_GPU:
-            for gpu in group.gpus:
+            # No listed GPU means "every visible GPU" (auto-complete fills them); none visible
+            # must fail here rather than leave the model with zero instances.
+            for gpu in group.gpus or [0]:
                 choices.extend(_gpu_choice(config, group, gpu) for _ in range(group.count))
         else:
             kind = mc.ModelInstanceGroup.Kind.Name(group.kind)
