@@ -24,6 +24,16 @@ from server.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def connection_age_options(settings: Settings) -> list[tuple[str, int]]:
+    """gRPC keeps connections for ever; ageing them out lets clients spread over new replicas."""
+    if not settings.grpc_max_connection_age_ms:
+        return []
+    return [
+        ("grpc.max_connection_age_ms", settings.grpc_max_connection_age_ms),
+        ("grpc.max_connection_age_grace_ms", settings.grpc_max_connection_age_grace_ms),
+    ]
+
+
 class StartupError(Exception):
     """The server cannot start; the message is shown to the user."""
 
@@ -54,7 +64,7 @@ class App:
         if failed and s.exit_on_error:
             raise StartupError("; ".join(f"model '{e.name}' version {e.version or '-'}: {e.reason}" for e in failed))
         if s.allow_grpc:
-            self._grpc = GrpcFrontend(self.service, s.host, s.grpc_port)
+            self._grpc = GrpcFrontend(self.service, s.host, s.grpc_port, connection_age_options(s))
             await self._grpc.start()
         if s.allow_http:
             self._sites.append(HttpSite(build_http_app(self.service), s.host, s.http_port))

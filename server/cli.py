@@ -56,7 +56,7 @@ def env_name(flag: str) -> str:
 
 def build_parser() -> OneLineParser:
     p = OneLineParser(prog="ortserve", description="Serve ONNX models over Triton's gRPC/HTTP protocol.")
-    p.add_argument("--model-repository", action=_Repeatable, help="repository path (repeatable)")
+    p.add_argument("--model-repository", "--model-store", action=_Repeatable, help="repository path (repeatable)")
     p.add_argument("--host", default="0.0.0.0", help="address every port binds to")
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--grpc-port", type=int, default=8001)
@@ -90,6 +90,14 @@ def build_parser() -> OneLineParser:
     p.add_argument("--id", default="ortserve", help="server name reported by ServerMetadata")
     for name in ("--allow-cpu-metrics", "--allow-gpu-metrics"):
         p.add_argument(name, type=parse_bool, nargs="?", const=True, default=True)
+    p.add_argument("--model-name", default=None, help="name for a --model-repository that is a single model (KServe)")
+    p.add_argument(
+        "--grpc-max-connection-age-ms",
+        type=int,
+        default=0,
+        help="close gRPC connections after this age so clients re-balance over replicas (0 = never)",
+    )
+    p.add_argument("--grpc-max-connection-age-grace-ms", type=int, default=0, help="time calls on an aged connection get to finish")
     p.add_argument("--metrics-interval-ms", type=int, default=2000, help="how often CPU/GPU gauges are sampled")
     p.add_argument(
         "--metrics-config", action="append", default=None, help="histogram_latencies=true|false (ortserve_* histograms, default true)"
@@ -177,6 +185,9 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
             allow_gpu_metrics=args.allow_gpu_metrics,
             metrics_interval_ms=args.metrics_interval_ms,
             histogram_latencies=_histogram_latencies(args.metrics_config or []),
+            model_name=args.model_name,
+            grpc_max_connection_age_ms=args.grpc_max_connection_age_ms,
+            grpc_max_connection_age_grace_ms=args.grpc_max_connection_age_grace_ms,
         )
     except SettingsError as exc:
         parser.error(str(exc))

@@ -165,10 +165,9 @@ def serialize_bytes(array: np.ndarray) -> bytes:
     """Encode an array of str/bytes elements as length-prefixed BYTES (row-major)."""
     parts: list[bytes] = []
     for element in array.ravel(order="C"):
-        if isinstance(element, bytes | bytearray | memoryview | np.bytes_):
-            data = bytes(element)
-        else:  # str, or any other object: its text, as tritonclient's serialize_byte_tensor does
-            data = str(element).encode("utf-8")
+        # bytes as they are; str or any other object as its UTF-8 text (tritonclient does the same)
+        raw_types = bytes | bytearray | memoryview | np.bytes_
+        data = bytes(element) if isinstance(element, raw_types) else str(element).encode("utf-8")
         parts.append(_LENGTH_PREFIX.pack(len(data)))
         parts.append(data)
     return b"".join(parts)

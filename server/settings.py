@@ -49,6 +49,11 @@ class Settings:
     metrics_interval_ms: int = 2000
     # --metrics-config histogram_latencies=false turns the ortserve_* histograms off.
     histogram_latencies: bool = True
+    # Name for a --model-repository that is a single model (KServe's /mnt/models); None = dir name.
+    model_name: str | None = None
+    # Close gRPC connections after this age so clients re-resolve and spread over replicas (0 = never).
+    grpc_max_connection_age_ms: int = 0
+    grpc_max_connection_age_grace_ms: int = 0
 
     def __post_init__(self) -> None:
         if not self.model_repositories:
@@ -63,6 +68,8 @@ class Settings:
         enabled = [p for p, on in zip(ports, (self.allow_http, self.allow_grpc, self.allow_metrics)) if on and p]
         if len(enabled) != len(set(enabled)):
             raise SettingsError(f"the HTTP, gRPC and metrics ports must differ, got {ports}")
+        if self.grpc_max_connection_age_ms < 0 or self.grpc_max_connection_age_grace_ms < 0:
+            raise SettingsError("--grpc-max-connection-age-ms and its grace must be >= 0")
         if self.metrics_interval_ms < 1:
             raise SettingsError("--metrics-interval-ms must be >= 1")
         if self.exit_timeout_secs < 0:

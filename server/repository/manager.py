@@ -43,7 +43,7 @@ class ModelManager:
 
         Raises DuplicateModelError if two repositories hold the same model name.
         """
-        sources = scan_repositories(list(self._settings.model_repositories))
+        sources = scan_repositories(list(self._settings.model_repositories), self._settings.model_name)
         planned = sum(_planned_cpu_instances(source) for source in sources.values())
         threads = default_intra_op_threads(planned, available_cores())
         self._load_options = LoadOptions(self._settings.default_max_batch_size, threads)
@@ -67,6 +67,8 @@ class ModelManager:
             )
             log.error("model '%s' failed: %s", source.name, record.error)
             return
+        if source.model_filename and not file_config.default_model_filename:
+            file_config.default_model_filename = source.model_filename
         if unused := ignored_fields(file_config):
             log.info("model '%s': config fields parsed but not acted on: %s", source.name, ", ".join(unused))
         for version in versions:
