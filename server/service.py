@@ -109,6 +109,18 @@ class InferenceService:
     def repository_index(self, ready_only: bool) -> list[ModelIndexEntry]:
         return self._manager.index(ready_only)
 
+    async def load_model(self, name: str, config_json: str | None, files: dict[str, bytes]) -> None:
+        """RepositoryModelLoad: load or reload ``name`` (explicit mode only).
+
+        ``config_json`` overrides config.pbtxt; ``files`` maps ``file:<version>/<path>`` keys to
+        model bytes, written to a private directory. Raises ServerError.
+        """
+        raise ServerError.unsupported("explicit model load is not supported by this server yet")
+
+    async def unload_model(self, name: str, unload_dependents: bool) -> None:
+        """RepositoryModelUnload: drain and unload every version of ``name``. Raises ServerError."""
+        raise ServerError.unsupported("explicit model unload is not supported by this server yet")
+
     # ---- inference -----------------------------------------------------------------------
 
     async def infer(self, request: InferRequest) -> InferResponse:

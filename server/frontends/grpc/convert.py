@@ -195,3 +195,25 @@ def _version_statistics(serving: ServingVersion) -> pb.ModelStatistics:
             for size, batch in sorted(stats.batch_stats.items())
         ],
     )
+
+
+def load_parameters_from_pb(parameters: object) -> tuple[str | None, dict[str, bytes]]:
+    """RepositoryModelLoad parameters: the ``config`` JSON string and ``file:`` contents.
+
+    Raises INVALID_ARG for a parameter of the wrong kind or an unknown key.
+    """
+    config_json: str | None = None
+    files: dict[str, bytes] = {}
+    for key, value in parameters.items():  # type: ignore[attr-defined]
+        kind = value.WhichOneof("parameter_choice")
+        if key == "config":
+            if kind != "string_param":
+                raise ServerError.invalid_arg("load parameter 'config' must be a string holding the model config as JSON")
+            config_json = value.string_param
+        elif key.startswith("file:"):
+            if kind != "bytes_param":
+                raise ServerError.invalid_arg(f"load parameter '{key}' must carry the file content as bytes")
+            files[key] = value.bytes_param
+        else:
+            raise ServerError.invalid_arg(f"unknown load parameter '{key}' (expected 'config' or 'file:<version>/<name>')")
+    return config_json, files

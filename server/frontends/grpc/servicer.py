@@ -138,11 +138,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @mapped_errors
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: Ctx) -> pb.RepositoryModelLoadResponse:
-        raise ServerError.unsupported("explicit model load is not supported by this server yet")
+        config_json, files = convert.load_parameters_from_pb(request.parameters)
+        await self._service.load_model(request.model_name, config_json, files)
+        return pb.RepositoryModelLoadResponse()
 
     @mapped_errors
     async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context: Ctx) -> pb.RepositoryModelUnloadResponse:
-        raise ServerError.unsupported("explicit model unload is not supported by this server yet")
+        parameter = request.parameters.get("unload_dependents")
+        unload_dependents = parameter is not None and parameter.WhichOneof("parameter_choice") == "bool_param" and parameter.bool_param
+        await self._service.unload_model(request.model_name, unload_dependents)
+        return pb.RepositoryModelUnloadResponse()
 
     @mapped_errors
     async def SystemSharedMemoryStatus(
