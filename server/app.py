@@ -19,7 +19,7 @@ from server.observability.metrics import render_inference_metrics
 from server.observability.system_metrics import SystemMetrics
 from server.repository.manager import ModelManager
 from server.service import InferenceService
-from server.settings import Settings
+from server.settings import ModelControlMode, Settings
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class App:
         self.histograms = LatencyHistograms() if settings.histogram_latencies else None
         self.system_metrics = SystemMetrics(cpu=settings.allow_cpu_metrics, gpu=settings.allow_gpu_metrics)
         self.manager = ModelManager(settings, self.histograms)
-        self.service = InferenceService(self.manager, settings.strict_readiness, settings.server_id)
+        self.service = InferenceService(self.manager, settings.strict_readiness, settings.server_id, settings.model_control_mode)
         self._stop = asyncio.Event()
         self._grpc: GrpcFrontend | None = None
         self._sites: list[HttpSite] = []
@@ -56,13 +56,24 @@ class App:
         return text + self.histograms.render() if self.histograms is not None else text
 
     async def start(self) -> None:
-        """Load models and start listening. Raises StartupError (e.g. --exit-on-error)."""
+        """Listen at once (live, not ready), load models, then readiness may turn true.
+
+        Raises StartupError when --exit-on-error is set and a model failed.
+        """
         s = self.settings
         started = time.monotonic()
+        await self._start_frontends()
         await self.manager.load_initial()
-        failed = [e for e in self.manager.index(ready_only=False) if e.state.value != "READY"]
+        failed = [e for e in self.manager.index(ready_only=False) if e.state.value not in ("READY",) and e.reason != "not loaded"]
         if failed and s.exit_on_error:
             raise StartupError("; ".join(f"model '{e.name}' version {e.version or '-'}: {e.reason}" for e in failed))
+        if s.model_control_mode is ModelControlMode.POLL:
+            self._background.append(asyncio.create_task(self.manager.poll_forever(s.repository_poll_secs)))
+        self.service.mark_started()
+        log.info("ortserve ready to serve after %.2fs (model control mode: %s)", time.monotonic() - started, s.model_control_mode.value)
+
+    async def _start_frontends(self) -> None:
+        s = self.settings
         if s.allow_grpc:
             self._grpc = GrpcFrontend(self.service, s.host, s.grpc_port, connection_age_options(s))
             await self._grpc.start()
@@ -73,10 +84,8 @@ class App:
             self._background.append(asyncio.create_task(self.system_metrics.run(s.metrics_interval_ms / 1000)))
         for site in self._sites:
             await site.start()
-        self.service.mark_started()
         log.info(
-            "ortserve started in %.2fs: gRPC %s, HTTP %s, metrics %s",
-            time.monotonic() - started,
+            "listening: gRPC %s, HTTP %s, metrics %s",
             f"{s.host}:{s.grpc_port}" if s.allow_grpc else "off",
             f"{s.host}:{s.http_port}" if s.allow_http else "off",
             f"{s.host}:{s.metrics_port}" if s.allow_metrics else "off",
@@ -89,9 +98,6 @@ class App:
             self._stop.set()
 
     async def run_until_stopped(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
         await self._stop.wait()
         await self.shutdown()
 
@@ -116,9 +122,12 @@ class App:
 
 async def serve(settings: Settings) -> None:
     app = App(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, app.request_stop)
     try:
         await app.start()
     except BaseException:
-        await app.manager.close(drain_timeout_secs=0)
+        await app.shutdown()
         raise
     await app.run_until_stopped()

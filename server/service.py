@@ -11,6 +11,7 @@ import logging
 from time import monotonic_ns
 
 import numpy as np
+from google.protobuf import json_format
 
 from server import __version__
 from server.errors import ServerError
@@ -21,6 +22,7 @@ from server.repository.model_version import ServingVersion
 from server.request_inputs import build_feeds, requested_output_names
 from server.request_parameters import scheduling_parameters
 from server.scheduling.job import InferenceJob
+from server.settings import ModelControlMode
 from server.types import (
     InferOutput,
     InferRequest,
@@ -38,8 +40,15 @@ EXTENSIONS = ("model_configuration", "model_repository", "statistics", "paramete
 
 
 class InferenceService:
-    def __init__(self, manager: ModelManager, strict_readiness: bool, server_id: str = "ortserve") -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        strict_readiness: bool,
+        server_id: str = "ortserve",
+        control_mode: ModelControlMode = ModelControlMode.NONE,
+    ) -> None:
         self._manager = manager
+        self._control_mode = control_mode
         self._strict_readiness = strict_readiness
         self._server_id = server_id
         self._started = False
@@ -115,11 +124,34 @@ class InferenceService:
         ``config_json`` overrides config.pbtxt; ``files`` maps ``file:<version>/<path>`` keys to
         model bytes, written to a private directory. Raises ServerError.
         """
-        raise ServerError.unsupported("explicit model load is not supported by this server yet")
+        self._require_explicit_mode()
+        config = None
+        if config_json is not None:
+            config = mc.ModelConfig()
+            try:
+                json_format.Parse(config_json, config)
+            except json_format.ParseError as exc:
+                raise ServerError.invalid_arg(
+                    f"failed to load '{name}': the 'config' parameter is not a valid model config: {exc}"
+                ) from None
+        await self._manager.load(name, config, files)
 
     async def unload_model(self, name: str, unload_dependents: bool) -> None:
-        """RepositoryModelUnload: drain and unload every version of ``name``. Raises ServerError."""
-        raise ServerError.unsupported("explicit model unload is not supported by this server yet")
+        """RepositoryModelUnload: drain and unload every version of ``name``. Raises ServerError.
+
+        ``unload_dependents`` is accepted; ONNX models have no dependents (no ensembles here).
+        """
+        self._require_explicit_mode()
+        await self._manager.unload(name)
+
+    def _require_explicit_mode(self) -> None:
+        if self._control_mode is ModelControlMode.POLL:
+            raise ServerError.unavailable("explicit model load / unload is not allowed if polling is enabled")
+        if self._control_mode is not ModelControlMode.EXPLICIT:
+            raise ServerError.unavailable(
+                "explicit model load / unload is not allowed in model control mode 'none'; "
+                "start the server with --model-control-mode=explicit"
+            )
 
     # ---- inference -----------------------------------------------------------------------
 

@@ -1,8 +1,12 @@
 """The model manager: what is loaded, in which state, and the lookups every request makes.
 
-Scanning and version selection are pure (layout.py, version_policy.py); loading is the
-runtime's job (runtime/loader.py, on load threads); this class decides and records state.
-All methods run on the event loop.
+Scanning, fingerprints and version selection are pure reads (layout.py, fingerprint.py,
+version_policy.py); loading is the runtime's job (runtime/loader.py, on load threads); this
+class decides and records state. All methods run on the event loop.
+
+Availability rule: a new or changed version is loaded and warmed up while the old one keeps
+serving; requests switch to it only once it is READY; the old one then drains and is unloaded.
+A failed load leaves whatever served before still serving, with the reason on record.
 """
 
 from __future__ import annotations
@@ -11,21 +15,26 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from server.errors import ServerError
 from server.observability.histograms import LatencyHistograms
 from server.proto import model_config_pb2 as mc
 from server.repository import version_policy
 from server.repository.config_file import ignored_fields, read_config_file
-from server.repository.layout import ModelSource, scan_repositories
+from server.repository.fingerprint import FileHasher, ModelFingerprint
+from server.repository.layout import ModelSource, read_model, scan_repositories
 from server.repository.model_version import ModelRecord, ServingVersion, VersionRecord
+from server.repository.request_files import PrivateModelFiles, check_model_name
 from server.repository.signature import format_dims
 from server.runtime.loader import LoadOptions, load_version
 from server.runtime.threads import available_cores, default_intra_op_threads
-from server.settings import Settings
+from server.settings import ModelControlMode, Settings
 from server.types import ModelIndexEntry, ModelState
 
 log = logging.getLogger(__name__)
+
+Scan = dict[str, tuple[ModelSource, ModelFingerprint | None]]
 
 
 class ModelManager:
@@ -35,65 +44,218 @@ class ModelManager:
         self._models: dict[str, ModelRecord] = {}
         self._load_pool = ThreadPoolExecutor(settings.model_load_thread_count, thread_name_prefix="model-load")
         self._load_options = LoadOptions(settings.default_max_batch_size, 1)
+        self._hasher = FileHasher()
+        self._private_files = PrivateModelFiles()
+        self._retiring: set[asyncio.Task[None]] = set()
 
-    # ---- loading -------------------------------------------------------------------------
+    # ---- startup and polling ---------------------------------------------------------------
 
     async def load_initial(self) -> None:
-        """Scan every repository and load each model; failures are recorded, not raised.
+        """Load what the control mode says to load at startup; failures are recorded, not raised.
 
         Raises DuplicateModelError if two repositories hold the same model name.
         """
-        sources = scan_repositories(list(self._settings.model_repositories), self._settings.model_name)
-        planned = sum(_planned_cpu_instances(source) for source in sources.values())
+        scanned = await self._scan()
+        names = self._startup_names(scanned)
+        planned = sum(_planned_cpu_instances(scanned[n][0]) for n in names if n in scanned)
         threads = default_intra_op_threads(planned, available_cores())
         self._load_options = LoadOptions(self._settings.default_max_batch_size, threads)
         log.info("%d CPU instance(s) planned on %d core(s): %d intra-op thread(s) each by default", planned, available_cores(), threads)
-        await asyncio.gather(*(self.load_model(source) for source in sources.values()))
+        for name in names - scanned.keys():
+            record = self._models[name] = ModelRecord(name)
+            record.error = f"model '{name}' was not found in any model repository"
+            log.error("%s", record.error)
+        await asyncio.gather(*(self._apply(name, *scanned[name]) for name in names & scanned.keys()))
 
-    async def load_model(self, source: ModelSource) -> None:
-        record = ModelRecord(name=source.name)
-        self._models[source.name] = record
-        try:
-            file_config = read_config_file(source.config_path) if source.config_path else mc.ModelConfig()
-            versions = version_policy.select_versions(file_config.version_policy, source.versions)
-        except ServerError as error:
-            record.error = error.message
-            log.error("model '%s' failed: %s", source.name, error.message)
-            return
-        if not versions:
-            record.error = (
-                f"at least one version must be available under the version policy of model '{source.name}' "
-                f"({version_policy.describe(file_config.version_policy)}; version directories: {list(source.versions)})"
-            )
-            log.error("model '%s' failed: %s", source.name, record.error)
-            return
-        if source.model_filename and not file_config.default_model_filename:
-            file_config.default_model_filename = source.model_filename
-        if unused := ignored_fields(file_config):
-            log.info("model '%s': config fields parsed but not acted on: %s", source.name, ", ".join(unused))
-        for version in versions:
-            record.versions[version] = VersionRecord(version)
-        await asyncio.gather(*(self._load_version(record, source, file_config, v) for v in versions))
-        record.refresh_latest()
-        log.info("%s", describe_model(record))
+    def _startup_names(self, scanned: Scan) -> set[str]:
+        if self._settings.model_control_mode is not ModelControlMode.EXPLICIT:
+            return set(scanned)
+        if "*" in self._settings.load_models:
+            return set(scanned)
+        return set(self._settings.load_models)
 
-    async def _load_version(self, record: ModelRecord, source: ModelSource, file_config: mc.ModelConfig, version: int) -> None:
-        entry = record.versions[version]
-        loop = asyncio.get_running_loop()
+    async def poll_forever(self, interval_secs: float) -> None:
+        """Rescan every ``interval_secs`` and act on changes, until cancelled."""
+        while True:
+            await asyncio.sleep(interval_secs)
+            try:
+                await self.poll_once()
+            except Exception:  # a bad scan must not end polling
+                log.exception("repository poll failed")
+
+    async def poll_once(self) -> None:
+        """Load new and changed models, unload removed ones. A model whose last load failed is
+        tried again only when its files change."""
+        scanned = await self._scan()
+        work = [
+            self._apply(name, source, fingerprint)
+            for name, (source, fingerprint) in scanned.items()
+            if name not in self._models or fingerprint is None or self._models[name].attempted != fingerprint
+        ]
+        work += [self._unload(name, "removed from the model repository", forget=True) for name in self._models.keys() - scanned.keys()]
+        await asyncio.gather(*work)
+
+    async def _scan(self) -> Scan:
+        return await asyncio.get_running_loop().run_in_executor(self._load_pool, self._scan_blocking)
+
+    def _scan_blocking(self) -> Scan:
+        sources = scan_repositories(list(self._settings.model_repositories), self._settings.model_name)
+        scanned: Scan = {}
+        for name, source in sources.items():
+            try:
+                scanned[name] = (source, self._hasher.fingerprint(source))
+            except OSError as exc:  # files changing under us: decide on the next poll
+                log.warning("model '%s': could not read its files (%s); will look again", name, exc)
+                scanned[name] = (source, None)
+        return scanned
+
+    # ---- explicit control --------------------------------------------------------------------
+
+    async def load(self, name: str, config_override: mc.ModelConfig | None, files: dict[str, bytes]) -> None:
+        """Load or reload ``name``; returns when it serves. Raises ServerError with the reason."""
+        check_model_name(name)
+        if files:
+            directory = self._private_files.write(name, files)
+            source = read_model(directory)
+            source = ModelSource(name=name, directory=directory, versions=source.versions)
+            fingerprint = None
+        else:
+            scanned = await self._scan()
+            if name not in scanned:
+                raise ServerError.not_found(f"failed to load '{name}': model not found in any model repository")
+            source, fingerprint = scanned[name]
+        record = await self._apply(name, source, fingerprint, config_override, force=True, private_dir=directory if files else None)
+        failures = [f"version {v}: {e.reason}" for v, e in sorted(record.versions.items()) if e.reason]
+        if record.error or failures:
+            detail = record.error or "; ".join(failures)
+            raise ServerError.invalid_arg(f"failed to load '{name}': {detail}")
+
+    async def unload(self, name: str) -> None:
+        """Drain and unload every version of ``name``. Raises NOT_FOUND for an unknown name."""
+        check_model_name(name)
+        if name not in self._models:
+            scanned = await self._scan()
+            if name not in scanned:
+                raise ServerError.not_found(f"failed to unload '{name}': model not found")
+            return
+        await self._unload(name, "unloaded", forget=False)
+
+    # ---- the one place that changes what serves ----------------------------------------------
+
+    async def _apply(
+        self,
+        name: str,
+        source: ModelSource,
+        fingerprint: ModelFingerprint | None,
+        config_override: mc.ModelConfig | None = None,
+        force: bool = False,
+        private_dir: Path | None = None,
+    ) -> ModelRecord:
+        record = self._models.setdefault(name, ModelRecord(name))
+        async with record.lock:
+            record.wanted, record.attempted = True, fingerprint
+            try:
+                config = config_override if config_override is not None else _file_config(source)
+                versions = version_policy.select_versions(config.version_policy, source.versions)
+            except ServerError as error:
+                return self._model_failed(record, error.message)
+            if not versions:
+                return self._model_failed(
+                    record,
+                    f"at least one version must be available under the version policy of model '{name}' "
+                    f"({version_policy.describe(config.version_policy)}; version directories: {list(source.versions)})",
+                )
+            record.error = ""
+            if source.model_filename and not config.default_model_filename:
+                config.default_model_filename = source.model_filename
+            if unused := ignored_fields(config):
+                log.info("model '%s': config fields parsed but not acted on: %s", name, ", ".join(unused))
+            stale = [v for v in record.versions if v not in versions]
+            to_load = [v for v in versions if force or _needs_load(record.versions.get(v), fingerprint, v)]
+            await asyncio.gather(*(self._load_version(record, source, config, v, fingerprint) for v in to_load))
+            if stale and any(record.versions[v].state is ModelState.READY for v in versions):
+                await asyncio.gather(*(self._retire(record, v, keep_entry=False) for v in stale))
+            self._adopt_private_dir(record, private_dir)
+            record.refresh_latest()
+            log.info("%s", describe_model(record))
+        return record
+
+    async def _load_version(
+        self, record: ModelRecord, source: ModelSource, config: mc.ModelConfig, version: int, fingerprint: ModelFingerprint | None
+    ) -> None:
+        entry = record.versions.setdefault(version, VersionRecord(version))
+        if entry.serving is None:
+            entry.state, entry.reason = ModelState.LOADING, ""
         started = time.monotonic()
         try:
-            loaded = await loop.run_in_executor(
-                self._load_pool, load_version, file_config, source.name, version, source.versions[version], self._load_options
+            loaded = await asyncio.get_running_loop().run_in_executor(
+                self._load_pool, load_version, config, source.name, version, source.versions[version], source.directory, self._load_options
             )
-        except ServerError as error:
-            entry.state, entry.reason = ModelState.UNAVAILABLE, error.message
         except Exception as exc:  # a bug or an unexpected ORT failure must not stop other models
-            log.exception("model '%s' version %d failed to load", source.name, version)
-            entry.state, entry.reason = ModelState.UNAVAILABLE, f"internal error while loading: {exc}"
+            reason = exc.message if isinstance(exc, ServerError) else f"internal error while loading: {exc}"
+            if not isinstance(exc, ServerError):
+                log.exception("model '%s' version %d failed to load", source.name, version)
+            if entry.serving is not None:
+                entry.reason = f"reload failed, the previous load keeps serving: {reason}"
+            else:
+                entry.state, entry.reason = ModelState.UNAVAILABLE, reason
+            log.error("model '%s' version %d: %s", source.name, version, entry.reason)
+            return
+        histograms = self._histograms.for_version(source.name, str(version)) if self._histograms else None
+        new = ServingVersion(source.name, version, loaded.config, loaded.instances, histograms, time.monotonic() - started)
+        old, entry.serving = entry.serving, new
+        entry.state, entry.reason = ModelState.READY, ""
+        entry.loaded_from = (fingerprint.model_files, fingerprint.versions[version]) if fingerprint else None
+        record.refresh_latest()
+        if old is not None:
+            self._retire_in_background(old)
+
+    def _model_failed(self, record: ModelRecord, reason: str) -> ModelRecord:
+        record.error = reason
+        log.error("model '%s' failed: %s", record.name, reason)
+        return record
+
+    def _adopt_private_dir(self, record: ModelRecord, private_dir: Path | None) -> None:
+        """Request-supplied files live until the versions loaded from them are gone."""
+        if private_dir is None or private_dir == record.private_dir:
+            return
+        if record.private_dir is not None:
+            self._private_files.discard(record.private_dir)
+        record.private_dir = private_dir
+
+    async def _unload(self, name: str, reason: str, forget: bool) -> None:
+        record = self._models[name]
+        async with record.lock:
+            record.wanted, record.error, record.attempted = False, "", None
+            await asyncio.gather(*(self._retire(record, v, keep_entry=not forget, reason=reason) for v in list(record.versions)))
+            record.refresh_latest()
+            if record.private_dir is not None:
+                self._private_files.discard(record.private_dir)
+                record.private_dir = None
+            if forget:
+                del self._models[name]
+            log.info("model '%s': %s", name, reason)
+
+    async def _retire(self, record: ModelRecord, version: int, keep_entry: bool, reason: str = "unloaded") -> None:
+        """Stop routing to ``version``, drain it and free it."""
+        entry = record.versions[version]
+        serving, entry.serving = entry.serving, None
+        entry.state = ModelState.UNLOADING
+        record.refresh_latest()
+        if serving is not None:
+            await serving.close(self._settings.exit_timeout_secs)
+            if self._histograms is not None:
+                self._histograms.forget(serving.name, serving.version_str)
+        if keep_entry:
+            entry.state, entry.reason = ModelState.UNAVAILABLE, reason
         else:
-            histograms = self._histograms.for_version(source.name, str(version)) if self._histograms else None
-            entry.serving = ServingVersion(source.name, version, loaded.config, loaded.instances, histograms, time.monotonic() - started)
-            entry.state, entry.reason = ModelState.READY, ""
+            del record.versions[version]
+
+    def _retire_in_background(self, serving: ServingVersion) -> None:
+        """A replaced version drains while its successor already serves."""
+        task = asyncio.create_task(serving.close(self._settings.exit_timeout_secs))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     # ---- lookups (request path) ----------------------------------------------------------
 
@@ -126,8 +288,12 @@ class ModelManager:
 
     def index(self, ready_only: bool) -> list[ModelIndexEntry]:
         entries: list[ModelIndexEntry] = []
-        for name in sorted(self._models):
-            record = self._models[name]
+        for name in sorted(self._models.keys() | self._unloaded_repository_models()):
+            record = self._models.get(name)
+            if record is None:
+                if not ready_only:
+                    entries.append(ModelIndexEntry(name, "", ModelState.UNAVAILABLE, "not loaded"))
+                continue
             if record.error and not ready_only:
                 entries.append(ModelIndexEntry(name, "", ModelState.UNAVAILABLE, record.error))
             for version in sorted(record.versions):
@@ -136,11 +302,22 @@ class ModelManager:
                     entries.append(ModelIndexEntry(name, str(version), entry.state, entry.reason))
         return entries
 
+    def _unloaded_repository_models(self) -> set[str]:
+        """In explicit mode the index also lists repository models nobody has loaded."""
+        if self._settings.model_control_mode is not ModelControlMode.EXPLICIT:
+            return set()
+        try:
+            return set(scan_repositories(list(self._settings.model_repositories), self._settings.model_name))
+        except Exception:  # an index must answer even while the repository is in flux
+            return set()
+
     def all_ready(self) -> bool:
-        """True when every model that should be loaded is READY (strict readiness)."""
-        return all(
-            not record.error and all(e.state is ModelState.READY for e in record.versions.values()) for record in self._models.values()
-        )
+        """Strict readiness: every model that should be loaded can serve.
+
+        A model reloading (or whose reload failed) while an older load serves still counts as
+        ready; a model with nothing serving — loading for the first time, or failed — does not.
+        """
+        return all(record.latest_ready is not None for record in self._models.values() if record.wanted)
 
     # ---- shutdown ------------------------------------------------------------------------
 
@@ -152,30 +329,34 @@ class ModelManager:
                 if entry.state is ModelState.READY:
                     entry.state = ModelState.UNLOADING
             record.refresh_latest()
-        await asyncio.gather(*(s.close(drain_timeout_secs) for s in serving))
-        if self._histograms is not None:
-            for s in serving:
-                self._histograms.forget(s.name, s.version_str)
+        await asyncio.gather(*(s.close(drain_timeout_secs) for s in serving), *self._retiring)
         self._load_pool.shutdown(wait=False, cancel_futures=True)
+        self._private_files.close()
+
+
+def _file_config(source: ModelSource) -> mc.ModelConfig:
+    return read_config_file(source.config_path) if source.config_path else mc.ModelConfig()
+
+
+def _needs_load(entry: VersionRecord | None, fingerprint: ModelFingerprint | None, version: int) -> bool:
+    if entry is None or entry.serving is None or fingerprint is None:
+        return True
+    return entry.loaded_from != (fingerprint.model_files, fingerprint.versions[version])
 
 
 def parse_version(version: str) -> int:
     """A request's version string as a number; raises INVALID_ARG like Triton for anything else."""
-    try:
-        number = int(version)
-    except ValueError:
-        number = -1
-    if number < 1 or not version.isdigit():
+    if not (version.isascii() and version.isdigit()) or int(version) < 1:
         raise ServerError.invalid_arg(
             f"failed to get model version from specified version string '{version}' (details: a version must be a positive decimal integer)"
         )
-    return number
+    return int(version)
 
 
 def _planned_cpu_instances(source: ModelSource) -> int:
     """A rough count for the thread budget: instances per version times versions to load."""
     try:
-        config = read_config_file(source.config_path) if source.config_path else mc.ModelConfig()
+        config = _file_config(source)
         versions = len(version_policy.select_versions(config.version_policy, source.versions))
     except ServerError:
         return 0
@@ -185,7 +366,7 @@ def _planned_cpu_instances(source: ModelSource) -> int:
 
 
 def describe_model(record: ModelRecord) -> str:
-    """The one startup log line per model: versions and states, tensors, instances."""
+    """The one log line per model: versions and states, tensors, instances."""
     if record.error:
         return f"model '{record.name}': UNAVAILABLE: {record.error}"
     states = ", ".join(f"{v} {e.state.value}" + (f" ({e.reason})" if e.reason else "") for v, e in sorted(record.versions.items()))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from server.observability.statistics import HistogramSink, ModelStats
 from server.proto import model_config_pb2 as mc
 from server.repository.spec import ModelSpec, spec_from_config
 from server.runtime.instance import ModelInstance
+from server.runtime.memory import release_freed_memory
 from server.scheduling.base import Scheduler
 from server.scheduling.factory import create_scheduler
 from server.types import ModelState
@@ -19,7 +22,7 @@ log = logging.getLogger(__name__)
 class ServingVersion:
     """A loaded version: completed config, request spec, instances, scheduler and statistics.
 
-    Created on the event loop once its sessions are open.
+    Created on the event loop once its sessions are open and warmed up.
     """
 
     def __init__(
@@ -42,10 +45,19 @@ class ServingVersion:
         self.scheduler: Scheduler = create_scheduler(config, instances, self.stats)
 
     async def close(self, drain_timeout_secs: float | None) -> None:
-        """Drain queued and running requests (bounded), then release every session."""
+        """Drain queued and running requests (bounded), then release every session.
+
+        Sessions are destroyed on a worker thread: freeing a large model takes time the event
+        loop must not spend.
+        """
         await self.scheduler.close(drain_timeout_secs)
+        await asyncio.get_running_loop().run_in_executor(None, self._release)
+
+    def _release(self) -> None:
         for instance in self.instances:
             instance.close()
+        self.instances = []
+        release_freed_memory()
 
 
 @dataclass(slots=True)
@@ -54,6 +66,8 @@ class VersionRecord:
     state: ModelState = ModelState.LOADING
     reason: str = ""
     serving: ServingVersion | None = None
+    # (model-level digest, version digest) of the files ``serving`` was loaded from.
+    loaded_from: tuple[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -62,14 +76,21 @@ class ModelRecord:
 
     name: str
     versions: dict[int, VersionRecord] = field(default_factory=dict)
-    # A problem with the model as a whole (bad config.pbtxt, no version directory).
+    # A problem with the model as a whole (bad config.pbtxt, no version directory, not found).
     error: str = ""
+    # Whether the model should be loaded now (explicit unload clears it).
+    wanted: bool = True
+    # Fingerprint of the files at the last load attempt; polling retries only when it changes.
+    attempted: object = None
+    # Private directory holding files that a load request supplied.
+    private_dir: Path | None = None
     # The highest READY version, kept current so the request path does one dict lookup.
     latest_ready: ServingVersion | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def refresh_latest(self) -> None:
-        ready = [r.serving for r in self.versions.values() if r.state is ModelState.READY and r.serving]
-        self.latest_ready = max(ready, key=lambda s: s.version) if ready else None
+        ready = self.ready_versions()
+        self.latest_ready = ready[-1] if ready else None
 
     def ready_versions(self) -> list[ServingVersion]:
         return sorted(

@@ -22,6 +22,7 @@ from server.runtime.devices import DeviceChoice, device_choices
 from server.runtime.gpus import usable_gpu_count
 from server.runtime.instance import ModelInstance, graph_signature
 from server.runtime.session_options import build_session_options
+from server.runtime.warmup import WarmupReport, run_warmup
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class LoadOptions:
 class LoadedVersion:
     config: mc.ModelConfig
     instances: list[ModelInstance]
+    warmup: WarmupReport
 
 
 def model_file(version_dir: Path, config: mc.ModelConfig) -> Path:
@@ -50,8 +52,10 @@ def model_file(version_dir: Path, config: mc.ModelConfig) -> Path:
     return path
 
 
-def load_version(file_config: mc.ModelConfig, model_name: str, version: int, version_dir: Path, options: LoadOptions) -> LoadedVersion:
-    """Complete the config from the graph, validate it, and open one session per instance.
+def load_version(
+    file_config: mc.ModelConfig, model_name: str, version: int, version_dir: Path, model_dir: Path, options: LoadOptions
+) -> LoadedVersion:
+    """Complete the config from the graph, validate it, open one session per instance, warm up.
 
     Raises ServerError; sessions opened before a failure are released.
     """
@@ -71,11 +75,14 @@ def load_version(file_config: mc.ModelConfig, model_name: str, version: int, ver
             reuse = index == 0 and device == DeviceChoice.cpu()
             session = probe if reuse else _open_session(path, config, device, options)
             instances.append(ModelInstance(f"{model_name}_v{version}_{index}", session, device.label, use_io_binding=not device.is_cpu))
+        warmup = run_warmup(config, instances, model_dir)
     except BaseException:
         for instance in instances:
             instance.close()
         raise
-    return LoadedVersion(config=config, instances=instances)
+    if warmup.executions:
+        log.info("model '%s' version %d: warmup ran %d execution(s) in %.3fs", model_name, version, warmup.executions, warmup.seconds)
+    return LoadedVersion(config=config, instances=instances, warmup=warmup)
 
 
 def _open_session(path: Path, config: mc.ModelConfig, device: DeviceChoice, options: LoadOptions) -> ort.InferenceSession:

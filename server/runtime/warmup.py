@@ -1,0 +1,107 @@
+"""``model_warmup`` from config.pbtxt: run samples on every instance before a version is READY.
+
+Triton's semantics: each ModelWarmup entry is one request of ``batch_size`` rows (0 for models
+without batching), with each input filled by zero_data, random_data or input_data_file (raw
+bytes under ``<model>/warmup/``), run ``count`` times (at least once) on each instance.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from server.datatypes import config_to_wire, decode_raw, numpy_dtype
+from server.errors import ServerError
+from server.proto import model_config_pb2 as mc
+from server.repository.spec import ModelSpec, spec_from_config
+from server.runtime.instance import ModelInstance
+
+log = logging.getLogger(__name__)
+WARMUP_DIR = "warmup"
+
+
+@dataclass(frozen=True, slots=True)
+class WarmupReport:
+    executions: int
+    seconds: float
+
+
+def warmup_feeds(config: mc.ModelConfig, sample: mc.ModelWarmup, model_dir: Path) -> dict[str, np.ndarray]:
+    """The ORT feeds of one warmup sample. Raises INVALID_ARG naming the sample and input."""
+    spec = spec_from_config(config)
+    feeds: dict[str, np.ndarray] = {}
+    for name, tensor in spec.inputs.items():
+        if name not in sample.inputs:
+            if tensor.optional:
+                continue
+            raise _error(config, sample, f"input '{name}' is missing")
+        feeds[name] = _sample_input(config, spec, sample, name, sample.inputs[name], model_dir)
+    unknown = set(sample.inputs) - set(spec.inputs)
+    if unknown:
+        raise _error(config, sample, f"unknown input(s) {sorted(unknown)}")
+    return feeds
+
+
+def _sample_input(
+    config: mc.ModelConfig, spec: ModelSpec, sample: mc.ModelWarmup, name: str, given: mc.ModelWarmup.Input, model_dir: Path
+) -> np.ndarray:
+    tensor = spec.inputs[name]
+    wire = config_to_wire(mc.DataType.Name(given.data_type))
+    if wire != tensor.datatype:
+        raise _error(config, sample, f"input '{name}' has data_type {wire} but the model expects {tensor.datatype}")
+    dims = tuple(given.dims)
+    shape = ((max(sample.batch_size, 1),) if spec.batching else ()) + dims
+    if any(d < 0 for d in shape):
+        raise _error(config, sample, f"input '{name}' needs fixed dims, got {list(dims)}")
+    source = given.WhichOneof("input_data_type")
+    if source == "random_data":
+        array = _random(wire, shape)
+    elif source == "input_data_file":
+        path = model_dir / WARMUP_DIR / given.input_data_file
+        if not path.resolve().is_relative_to((model_dir / WARMUP_DIR).resolve()) or not path.is_file():
+            raise _error(config, sample, f"input_data_file '{given.input_data_file}' not found under {model_dir / WARMUP_DIR}")
+        array = decode_raw(path.read_bytes(), wire, shape, name, config.name)
+    else:  # zero_data is the default
+        array = np.full(shape, "", dtype=object) if wire == "BYTES" else np.zeros(shape, dtype=numpy_dtype(wire))
+    if tensor.reshape is not None:
+        array = array.reshape(shape[:1] + tensor.reshape if spec.batching else tensor.reshape)
+    return array
+
+
+def _random(wire: str, shape: tuple[int, ...]) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    if wire == "BYTES":
+        array = np.empty(shape, dtype=object)
+        array.flat[:] = [str(v) for v in rng.integers(0, 1_000_000, size=int(np.prod(shape)))]
+        return array
+    dtype = numpy_dtype(wire)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    if dtype.kind in "iu":
+        return rng.integers(0, 100, size=shape).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def _error(config: mc.ModelConfig, sample: mc.ModelWarmup, detail: str) -> ServerError:
+    return ServerError.invalid_arg(f"model '{config.name}': warmup sample '{sample.name}': {detail}")
+
+
+def run_warmup(config: mc.ModelConfig, instances: list[ModelInstance], model_dir: Path) -> WarmupReport:
+    """Blocking (a load thread). Raises INVALID_ARG for a bad sample, INTERNAL if ORT fails."""
+    started = time.monotonic()
+    executions = 0
+    outputs = [output.name for output in config.output]
+    for sample in config.model_warmup:
+        feeds = warmup_feeds(config, sample, model_dir)
+        for instance in instances:
+            for _ in range(max(sample.count, 1)):
+                try:
+                    instance.run(feeds, outputs)
+                except Exception as exc:  # ORT's own failure: the version must not become READY
+                    raise ServerError.internal(f"model '{config.name}': warmup sample '{sample.name}' failed: {exc}") from None
+                executions += 1
+    return WarmupReport(executions, time.monotonic() - started)
