@@ -64,7 +64,12 @@ def decode_orjson(case: Case) -> np.ndarray:
 
 
 def _response(data: object) -> dict:
-    return {"model_name": "m", "model_version": "1", "id": "bench", "outputs": [{"name": "OUTPUT0", "shape": [1, 1], "datatype": "FP32", "data": data}]}
+    return {
+        "model_name": "m",
+        "model_version": "1",
+        "id": "bench",
+        "outputs": [{"name": "OUTPUT0", "shape": [1, 1], "datatype": "FP32", "data": data}],
+    }
 
 
 def encode_stdlib(case: Case) -> bytes:
@@ -106,11 +111,17 @@ def main() -> int:
     parser.add_argument("--min-seconds", type=float, default=0.2, help="length of one timed loop")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    header = f"{'case':30} {'body KB':>8} | {'decode std':>10} {'orjson':>8} {'x':>5} | {'encode std':>10} {'orjson':>8} {'x':>5} {'+numpy':>8} {'x':>5}"
+    header = (
+        f"{'case':30} {'body KB':>8} | {'decode std':>10} {'orjson':>8} {'x':>5} | "
+        f"{'encode std':>10} {'orjson':>8} {'x':>5} {'+numpy':>8} {'x':>5}"
+    )
     print(header)
     print("-" * len(header))
     for case in cases():
-        t = {fn.__name__: time_us(fn, case, args.min_seconds, args.repeats) for fn in (decode_stdlib, decode_orjson, encode_stdlib, encode_orjson_tolist, encode_orjson_numpy)}
+        t = {
+            fn.__name__: time_us(fn, case, args.min_seconds, args.repeats)
+            for fn in (decode_stdlib, decode_orjson, encode_stdlib, encode_orjson_tolist, encode_orjson_numpy)
+        }
         print(
             f"{case.name:30} {len(case.request) / 1024:8.1f} | "
             f"{t['decode_stdlib']:10.1f} {t['decode_orjson']:8.1f} {t['decode_stdlib'] / t['decode_orjson']:5.1f} | "

@@ -98,6 +98,13 @@ def build_parser() -> OneLineParser:
         help="close gRPC connections after this age so clients re-balance over replicas (0 = never)",
     )
     p.add_argument("--grpc-max-connection-age-grace-ms", type=int, default=0, help="time calls on an aged connection get to finish")
+    p.add_argument(
+        "--http-max-input-bytes",
+        "--http-max-input-size",
+        type=int,
+        default=2**31 - 1,
+        help="largest HTTP request body in bytes, compressed or not (413 above it; default 2 GiB - 1, as gRPC)",
+    )
     p.add_argument("--metrics-interval-ms", type=int, default=2000, help="how often CPU/GPU gauges are sampled")
     p.add_argument(
         "--metrics-config", action="append", default=None, help="histogram_latencies=true|false (ortserve_* histograms, default true)"
@@ -188,9 +195,17 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
             model_name=args.model_name,
             grpc_max_connection_age_ms=args.grpc_max_connection_age_ms,
             grpc_max_connection_age_grace_ms=args.grpc_max_connection_age_grace_ms,
+            http_max_input_bytes=args.http_max_input_bytes,
         )
     except SettingsError as exc:
         parser.error(str(exc))
+
+
+def _disable_onnxruntime_telemetry() -> None:
+    """A server should not phone home; recent ORT builds also write a device id under $HOME."""
+    import onnxruntime
+
+    onnxruntime.disable_telemetry_events()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -203,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings = parse_settings(sys.argv[1:] if argv is None else argv)
     configure_logging(settings.log_format, settings.log_verbose)
+    _disable_onnxruntime_telemetry()
     try:
         uvloop.run(serve(settings))
     except (StartupError, DuplicateModelError) as exc:

@@ -54,6 +54,9 @@ class Settings:
     # Close gRPC connections after this age so clients re-resolve and spread over replicas (0 = never).
     grpc_max_connection_age_ms: int = 0
     grpc_max_connection_age_grace_ms: int = 0
+    # Largest HTTP request body, before and after Content-Encoding decoding (413 above it).
+    # gRPC's 2 GiB - 1, so a tensor that fits one protocol fits the other.
+    http_max_input_bytes: int = 2**31 - 1
 
     def __post_init__(self) -> None:
         if not self.model_repositories:
@@ -70,6 +73,8 @@ class Settings:
             raise SettingsError(f"the HTTP, gRPC and metrics ports must differ, got {ports}")
         if self.grpc_max_connection_age_ms < 0 or self.grpc_max_connection_age_grace_ms < 0:
             raise SettingsError("--grpc-max-connection-age-ms and its grace must be >= 0")
+        if self.http_max_input_bytes < 1:
+            raise SettingsError("--http-max-input-bytes must be >= 1")
         if self.metrics_interval_ms < 1:
             raise SettingsError("--metrics-interval-ms must be >= 1")
         if self.exit_timeout_secs < 0:

@@ -1,0 +1,52 @@
+"""POST /v2/models/{m}[/versions/{v}]/infer: parse the body → InferenceService.infer → render."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server.errors import ServerError
+from server.frontends.http.request_codec import HEADER_LENGTH, HttpInferRequest, header_length, parse_infer_body, parse_raw_body
+from server.frontends.http.response_codec import RenderedResponse, render_response
+from server.frontends.http.transfer import read_body, response_coding
+from server.service import InferenceService
+
+
+def infer_routes(service: InferenceService, max_input_bytes: int) -> list[web.RouteDef]:
+    async def infer(request: web.Request) -> web.Response:
+        model, version = request.match_info["model"], request.match_info.get("version", "")
+        body = await read_body(request, max_input_bytes)
+        json_length = header_length(request.headers.get(HEADER_LENGTH), len(body))
+        # A zero-length header is the raw single-input form.
+        raw = json_length == 0
+        parsed = _raw_request(service, body, model, version) if raw else parse_infer_body(body, json_length, model, version)
+        response = await service.infer(parsed.request)
+        return _http_response(render_response(response, parsed.binary_outputs), request)
+
+    return [
+        web.post("/v2/models/{model}/infer", infer),
+        web.post("/v2/models/{model}/versions/{version}/infer", infer),
+    ]
+
+
+def _raw_request(service: InferenceService, body: bytes, model: str, version: str) -> HttpInferRequest:
+    """The raw single-input form needs the model's signature to know the input's name, type and shape."""
+    metadata = service.model_metadata(model, version)
+    if len(metadata.inputs) != 1:
+        raise ServerError.invalid_arg(
+            f"a raw request body ({HEADER_LENGTH}: 0) is only accepted by models with one input; model '{model}' has {len(metadata.inputs)}"
+        )
+    batching = service.model_config(model, version).max_batch_size > 0
+    return parse_raw_body(body, model, version, metadata.inputs[0], batching)
+
+
+def _http_response(rendered: RenderedResponse, request: web.Request) -> web.Response:
+    if rendered.json_length is None:
+        response = web.Response(body=rendered.body, content_type="application/json")
+    else:
+        response = web.Response(body=rendered.body, content_type="application/octet-stream")
+        # The uncompressed JSON's length, as tritonclient reads it after decompressing.
+        response.headers[HEADER_LENGTH] = str(rendered.json_length)
+    coding = response_coding(request.headers.get("Accept-Encoding"))
+    if coding is not None:
+        response.enable_compression(coding)
+    return response
