@@ -14,8 +14,7 @@ import time
 
 from server.frontends.grpc.server import GrpcFrontend
 from server.frontends.http.server import HttpSite, build_http_app, build_metrics_app
-from server.observability.histograms import LatencyHistograms
-from server.observability.metrics import render_inference_metrics
+from server.observability.metrics import render_inference_metrics, render_latency_histograms
 from server.observability.system_metrics import SystemMetrics
 from server.repository.manager import ModelManager
 from server.service import InferenceService
@@ -41,9 +40,8 @@ class StartupError(Exception):
 class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.histograms = LatencyHistograms() if settings.histogram_latencies else None
         self.system_metrics = SystemMetrics(cpu=settings.allow_cpu_metrics, gpu=settings.allow_gpu_metrics)
-        self.manager = ModelManager(settings, self.histograms)
+        self.manager = ModelManager(settings)
         self.service = InferenceService(self.manager, settings.strict_readiness, settings.server_id, settings.model_control_mode)
         self._stop = asyncio.Event()
         self._grpc: GrpcFrontend | None = None
@@ -51,9 +49,9 @@ class App:
         self._background: list[asyncio.Task[None]] = []
 
     def render_metrics(self) -> str:
-        lines = render_inference_metrics(self.manager.all_serving()) + self.system_metrics.render()
-        text = "\n".join(lines) + "\n"
-        return text + self.histograms.render() if self.histograms is not None else text
+        serving = self.manager.all_serving()
+        lines = render_inference_metrics(serving) + self.system_metrics.render() + render_latency_histograms(serving)
+        return "\n".join(lines) + "\n"
 
     async def start(self) -> None:
         """Listen at once (live, not ready), load models, then readiness may turn true.
@@ -75,15 +73,21 @@ class App:
     async def _start_frontends(self) -> None:
         s = self.settings
         if s.allow_grpc:
-            self._grpc = GrpcFrontend(self.service, s.host, s.grpc_port, connection_age_options(s))
+            try:
+                self._grpc = GrpcFrontend(self.service, s.host, s.grpc_port, connection_age_options(s))
+            except RuntimeError as exc:  # grpcio: "Failed to bind to address ..." (e.g. the port is in use)
+                raise StartupError(f"cannot listen for gRPC: {exc}") from None
             await self._grpc.start()
         if s.allow_http:
-            self._sites.append(HttpSite(build_http_app(self.service), s.host, s.http_port))
+            self._sites.append(HttpSite(build_http_app(self.service, s.http_max_input_bytes), s.host, s.http_port))
         if s.allow_metrics:
             self._sites.append(HttpSite(build_metrics_app(self.render_metrics), s.host, s.metrics_port))
             self._background.append(asyncio.create_task(self.system_metrics.run(s.metrics_interval_ms / 1000)))
         for site in self._sites:
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:  # aiohttp names the address, e.g. "... address already in use"
+                raise StartupError(f"cannot listen: {exc}") from None
         log.info(
             "listening: gRPC %s, HTTP %s, metrics %s",
             f"{s.host}:{s.grpc_port}" if s.allow_grpc else "off",
@@ -95,6 +99,9 @@ class App:
         if not self._stop.is_set():
             log.info("shutdown requested: refusing new requests, draining in-flight ones")
             self.service.begin_shutdown()
+            if self._grpc is not None:
+                # Health-checking clients (grpc round_robin with healthCheckConfig) move away now.
+                self._background.append(asyncio.ensure_future(self._grpc.announce_not_serving()))
             self._stop.set()
 
     async def run_until_stopped(self) -> None:
@@ -105,9 +112,11 @@ class App:
         """Bounded by --exit-timeout-secs from the moment the stop was requested."""
         deadline = time.monotonic() + self.settings.exit_timeout_secs
         self.service.begin_shutdown()
-        try:
-            await asyncio.wait_for(self.service.wait_idle(), self.settings.exit_timeout_secs)
-        except TimeoutError:
+        # Not asyncio.wait_for: on Python 3.11 a zero timeout expires before an idle server is seen.
+        idle = asyncio.ensure_future(self.service.wait_idle())
+        done, _ = await asyncio.wait({idle}, timeout=self.settings.exit_timeout_secs)
+        if not done:
+            idle.cancel()
             log.warning("exit timeout reached with requests still in flight")
         for task in self._background:
             task.cancel()

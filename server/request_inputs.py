@@ -6,6 +6,8 @@ Triton's core does, so clients that match on them keep working.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from server.datatypes import SUPPORTED_DATATYPES, bf16_unsupported, decode_raw
@@ -27,26 +29,55 @@ def request_prefix(request: InferRequest) -> str:
     return f"[request id: {request.id or '<id_unknown>'}] "
 
 
+# A bound on remembered request signatures per model version (shapes vary with dynamic dims).
+_MAX_REMEMBERED_SIGNATURES = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _FeedPlan:
+    """How to turn requests of one validated signature into feeds."""
+
+    batch_size: int
+    # (position in request.inputs, tensor spec), in the model's input order.
+    order: tuple[tuple[int, TensorSpec], ...]
+
+
 def build_feeds(spec: ModelSpec, request: InferRequest) -> tuple[dict[str, np.ndarray], int]:
     """ORT feeds (name → array in the graph's shape) and the request's batch size.
 
     Raises ServerError(INVALID_ARG/UNSUPPORTED) for anything the model cannot take.
     """
     try:
-        _check_input_names(spec, request)
-        batch_size = _batch_size(spec, request)
-        # In the model's input order, so requests that list inputs differently still batch together.
-        given = {item.name: item for item in request.inputs}
-        feeds = {name: _feed(spec, tensor, given[name]) for name, tensor in spec.inputs.items() if name in given}
+        signature = tuple((item.name, item.datatype, item.shape, not item.parameters) for item in request.inputs)
+        plan: _FeedPlan | None = spec.input_plans.get(signature)
+        if plan is None:
+            plan = _validate(spec, request)
+            if len(spec.input_plans) < _MAX_REMEMBERED_SIGNATURES and all(not item.parameters for item in request.inputs):
+                spec.input_plans[signature] = plan
+        feeds = {tensor.name: _decode(spec, tensor, request.inputs[index]) for index, tensor in plan.order}
     except ServerError as error:
         raise ServerError(error.code, request_prefix(request) + error.message) from None
-    return feeds, batch_size
+    return feeds, plan.batch_size
+
+
+def _validate(spec: ModelSpec, request: InferRequest) -> _FeedPlan:
+    _check_input_names(spec, request)
+    batch_size = _batch_size(spec, request)
+    positions = {item.name: index for index, item in enumerate(request.inputs)}
+    for item in request.inputs:
+        _check_input(spec, spec.inputs[item.name], item)
+    # In the model's input order, so requests that list inputs differently still batch together.
+    order = tuple((positions[name], tensor) for name, tensor in spec.inputs.items() if name in positions)
+    return _FeedPlan(batch_size, order)
 
 
 def requested_output_names(spec: ModelSpec, request: InferRequest) -> tuple[str, ...]:
     """The outputs to compute, in request order; all of them when none is named."""
     if not request.outputs:
         return tuple(spec.outputs)
+    names = tuple(output.name for output in request.outputs)
+    if names in spec.output_plans and not any(output.parameters for output in request.outputs):
+        return names
     for output in request.outputs:
         if output.name not in spec.outputs:
             raise ServerError.invalid_arg(f"{request_prefix(request)}unexpected inference output '{output.name}' for model '{spec.name}'")
@@ -54,7 +85,9 @@ def requested_output_names(spec: ModelSpec, request: InferRequest) -> tuple[str,
             raise ServerError.unsupported(f"{request_prefix(request)}output '{output.name}': the classification extension is not supported")
         if any(key in output.parameters for key in _SHARED_MEMORY_KEYS):
             raise ServerError.unsupported(f"{request_prefix(request)}output '{output.name}': shared memory is not supported by ortserve")
-    return tuple(output.name for output in request.outputs)
+    if len(spec.output_plans) < _MAX_REMEMBERED_SIGNATURES and not any(output.parameters for output in request.outputs):
+        spec.output_plans[names] = names
+    return names
 
 
 def _check_input_names(spec: ModelSpec, request: InferRequest) -> None:
@@ -97,7 +130,7 @@ def _batch_size(spec: ModelSpec, request: InferRequest) -> int:
     return batch_size
 
 
-def _feed(spec: ModelSpec, tensor: TensorSpec, item: InferInput) -> np.ndarray:
+def _check_input(spec: ModelSpec, tensor: TensorSpec, item: InferInput) -> None:
     if item.datatype != tensor.datatype:
         if item.datatype == "BF16":
             raise bf16_unsupported(item.name)
@@ -109,6 +142,9 @@ def _feed(spec: ModelSpec, tensor: TensorSpec, item: InferInput) -> np.ndarray:
     if any(key in item.parameters for key in _SHARED_MEMORY_KEYS):
         raise ServerError.unsupported(f"input '{item.name}': shared memory is not supported by ortserve")
     _check_shape(spec, tensor, item)
+
+
+def _decode(spec: ModelSpec, tensor: TensorSpec, item: InferInput) -> np.ndarray:
     if item.array is not None:
         array = item.array
     elif item.raw is not None:
@@ -122,9 +158,13 @@ def _feed(spec: ModelSpec, tensor: TensorSpec, item: InferInput) -> np.ndarray:
 
 
 def _check_shape(spec: ModelSpec, tensor: TensorSpec, item: InferInput) -> None:
+    if any(s < 0 for s in item.shape):
+        raise ServerError.invalid_arg(
+            f"All input dimensions should be specified for input '{item.name}' for model '{spec.name}', got {format_dims(item.shape)}"
+        )
     shape = item.shape[1:] if spec.batching else item.shape
     matches = len(shape) == len(tensor.dims) and all(d == -1 or d == s for d, s in zip(tensor.dims, shape))
-    if matches and all(s >= 0 for s in item.shape):
+    if matches:
         return
     expected = format_dims(spec.wire_shape(tensor))
     raise ServerError.invalid_arg(

@@ -7,7 +7,9 @@ completed ModelConfig message) or raises ServerError; frontends only convert.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from dataclasses import dataclass
 from time import monotonic_ns
 
 import numpy as np
@@ -35,8 +37,19 @@ from server.types import (
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(slots=True)
+class PendingInference:
+    """A submitted request: where it went and the job whose future will carry its outputs."""
+
+    serving: ServingVersion
+    request: InferRequest
+    job: InferenceJob
+    output_names: tuple[str, ...]
+
+
 # The Triton protocol extensions ortserve implements (ServerMetadata.extensions).
-EXTENSIONS = ("model_configuration", "model_repository", "statistics", "parameters")
+EXTENSIONS = ("model_configuration", "model_repository", "statistics", "parameters", "binary_tensor_data")
 
 
 class InferenceService:
@@ -160,48 +173,64 @@ class InferenceService:
 
         Raises ServerError; if the caller is cancelled, the queued job is skipped, never run.
         """
+        pending = self.submit(request)
+        # complete() records and raises whatever outcome the job had, cancellation included.
+        with contextlib.suppress(ServerError, asyncio.CancelledError):
+            await pending.job.future
+        return self.complete(pending)
+
+    def submit(self, request: InferRequest) -> PendingInference:
+        """Validate ``request`` and queue it; never blocks. ``complete`` must follow exactly once,
+        after ``pending.job.future`` is done (callers may cancel that future to withdraw).
+
+        Raises ServerError at once for an unknown model, a bad request or a full queue.
+        """
         received_ns = monotonic_ns()
         if self._exiting:
             raise ServerError.unavailable("Server exiting")
         serving = self._manager.get(request.model_name, request.model_version)
-        self._enter()
-        try:
-            return await self._infer(serving, request, received_ns)
-        finally:
-            self._leave()
-
-    async def _infer(self, serving: ServingVersion, request: InferRequest, received_ns: int) -> InferResponse:
         stats = serving.stats
         try:
             params = scheduling_parameters(request.parameters)
             output_names = requested_output_names(serving.spec, request)
             feeds, batch_size = build_feeds(serving.spec, request)
+            job = InferenceJob(
+                feeds=feeds,
+                rows=batch_size,
+                output_names=output_names,
+                future=asyncio.get_running_loop().create_future(),
+                timing=RequestTiming(received_ns=received_ns, enqueued_ns=monotonic_ns()),
+                shape_key=tuple((name, array.shape[1:]) for name, array in feeds.items()),
+                priority=params.priority,
+                timeout_us=params.timeout_us,
+                deadline_ns=int(request.deadline * 1e9) if request.deadline is not None else 0,
+            )
+            serving.scheduler.submit(job)
         except ServerError:
             stats.record_failure(FailureReason.OTHER, received_ns, monotonic_ns())
             raise
-        job = InferenceJob(
-            feeds=feeds,
-            rows=batch_size,
-            output_names=output_names,
-            future=asyncio.get_running_loop().create_future(),
-            timing=RequestTiming(received_ns=received_ns, enqueued_ns=monotonic_ns()),
-            shape_key=tuple((name, array.shape[1:]) for name, array in feeds.items()),
-            priority=params.priority,
-            timeout_us=params.timeout_us,
-            deadline_ns=int(request.deadline * 1e9) if request.deadline is not None else 0,
-        )
+        self._enter()
+        return PendingInference(serving, request, job, output_names)
+
+    def complete(self, pending: PendingInference) -> InferResponse:
+        """The response of a submitted request whose job future is done; records its statistics.
+
+        Raises the job's ServerError, or CancelledError if the caller withdrew it.
+        """
+        job, stats = pending.job, pending.serving.stats
         try:
-            serving.scheduler.submit(job)
-            outputs = await job.future
-        except ServerError:
-            stats.record_failure(job.failure_reason, received_ns, monotonic_ns())
-            raise
-        except asyncio.CancelledError:
-            stats.record_failure(FailureReason.CANCELED, received_ns, monotonic_ns())
-            raise
-        response = _response(serving, request, output_names, outputs, batch_size)
-        stats.record_success(job.timing, batch_size, monotonic_ns())
-        return response
+            if job.future.cancelled():
+                stats.record_failure(FailureReason.CANCELED, job.timing.received_ns, monotonic_ns())
+                raise asyncio.CancelledError()
+            error = job.future.exception()
+            if error is not None:
+                stats.record_failure(job.failure_reason, job.timing.received_ns, monotonic_ns())
+                raise error
+            response = _response(pending.serving, pending.request, pending.output_names, job.future.result(), job.rows)
+            stats.record_success(job.timing, job.rows, monotonic_ns())
+            return response
+        finally:
+            self._leave()
 
     def _enter(self) -> None:
         self._in_flight += 1

@@ -1,17 +1,15 @@
 """Latency and batch-size histograms that Triton lacks by default (``ortserve_*`` names).
 
-Prometheus histograms aggregate across replicas, so p50/p99 can be computed per model from
-``histogram_quantile`` — what users of Triton's cumulative counters ask for. Observations happen
-on the event loop when a request or batch completes; each version pre-binds its label values so
-the request path does no label lookup.
+Prometheus histograms aggregate across replicas, so p50/p99 per model come from
+``histogram_quantile`` — what users of Triton's cumulative counters ask for. Each version owns
+its histograms; they are observed on the event loop when a request or batch completes (no
+locks needed) with one C-level bisect per observation, so they cost next to nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
-
-import prometheus_client
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from bisect import bisect_left
+from collections.abc import Iterable
 
 from server.observability.statistics import RequestTiming
 
@@ -19,70 +17,83 @@ from server.observability.statistics import RequestTiming
 LATENCY_BUCKETS_SECS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
-BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-_LABELS = ("model", "version")
+BATCH_SIZE_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
+
+FAMILIES = (
+    (
+        "ortserve_request_duration_seconds",
+        "End-to-end inference request duration in the server, seconds",
+        LATENCY_BUCKETS_SECS,
+    ),
+    (
+        "ortserve_queue_duration_seconds",
+        "Time a request waited in the scheduler queue before its batch started, seconds",
+        LATENCY_BUCKETS_SECS,
+    ),
+    (
+        "ortserve_compute_duration_seconds",
+        "Time one batch took on an instance (merge inputs, run, split outputs), seconds",
+        LATENCY_BUCKETS_SECS,
+    ),
+    ("ortserve_batch_size", "Rows in each batch the scheduler formed and executed", BATCH_SIZE_BUCKETS),
+)
+
+
+class Histogram:
+    """Prometheus histogram semantics: bucket ``le=b`` counts observations ≤ b."""
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last slot is +Inf
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.count += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(le label, cumulative count) pairs, ending with +Inf."""
+        total, rows = 0, []
+        for bound, count in zip((*(repr(float(b)) for b in self.bounds), "+Inf"), self.counts):
+            total += count
+            rows.append((bound, total))
+        return rows
 
 
 class VersionHistograms:
-    """The histogram children of one model version."""
+    """The four histograms of one model version, in FAMILIES order."""
 
-    def __init__(self, families: LatencyHistograms, model: str, version: str) -> None:
-        self._request = families.request.labels(model, version)
-        self._queue = families.queue.labels(model, version)
-        self._compute = families.compute.labels(model, version)
-        self._batch = families.batch_size.labels(model, version)
+    def __init__(self) -> None:
+        self.request, self.queue, self.compute, self.batch_size = (Histogram(bounds) for _, _, bounds in FAMILIES)
 
     def observe_request(self, timing: RequestTiming, done_ns: int) -> None:
-        self._request.observe((done_ns - timing.received_ns) / 1e9)
-        self._queue.observe((timing.exec_start_ns - timing.enqueued_ns) / 1e9)
+        self.request.observe((done_ns - timing.received_ns) / 1e9)
+        self.queue.observe((timing.exec_start_ns - timing.enqueued_ns) / 1e9)
 
     def observe_batch(self, rows: int, timing: RequestTiming) -> None:
-        self._batch.observe(rows)
-        self._compute.observe((timing.output_done_ns - timing.exec_start_ns) / 1e9)
+        self.batch_size.observe(rows)
+        self.compute.observe((timing.output_done_ns - timing.exec_start_ns) / 1e9)
+
+    def by_family(self) -> tuple[Histogram, ...]:
+        return (self.request, self.queue, self.compute, self.batch_size)
 
 
-class LatencyHistograms:
-    def __init__(self) -> None:
-        # ``*_created`` series double the output and no dashboard reads them.
-        prometheus_client.disable_created_metrics()
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.request = Histogram(
-            "ortserve_request_duration_seconds",
-            "End-to-end inference request duration in the server, seconds",
-            _LABELS,
-            buckets=LATENCY_BUCKETS_SECS,
-            registry=self.registry,
-        )
-        self.queue = Histogram(
-            "ortserve_queue_duration_seconds",
-            "Time a request waited in the scheduler queue before its batch started, seconds",
-            _LABELS,
-            buckets=LATENCY_BUCKETS_SECS,
-            registry=self.registry,
-        )
-        self.compute = Histogram(
-            "ortserve_compute_duration_seconds",
-            "Time one batch took on an instance (input merge, ONNX Runtime run, output split), seconds",
-            _LABELS,
-            buckets=LATENCY_BUCKETS_SECS,
-            registry=self.registry,
-        )
-        self.batch_size = Histogram(
-            "ortserve_batch_size",
-            "Rows in each batch the scheduler formed and executed",
-            _LABELS,
-            buckets=BATCH_SIZE_BUCKETS,
-            registry=self.registry,
-        )
+def render_histograms(series: Iterable[tuple[str, VersionHistograms]]) -> list[str]:
+    """Text exposition for every version's histograms; ``series`` yields (label text, histograms).
 
-    def for_version(self, model: str, version: str) -> VersionHistograms:
-        return VersionHistograms(self, model, version)
-
-    def forget(self, model: str, version: str) -> None:
-        """Drop an unloaded version's series."""
-        for family in (self.request, self.queue, self.compute, self.batch_size):
-            with contextlib.suppress(KeyError):
-                family.remove(model, version)
-
-    def render(self) -> str:
-        return generate_latest(self.registry).decode("utf-8")
+    The label text is the already formatted ``model="m",version="1"`` part.
+    """
+    items = list(series)
+    lines: list[str] = []
+    for index, (name, help_text, _) in enumerate(FAMILIES):
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+        for labels, histograms in items:
+            histogram = histograms.by_family()[index]
+            lines += [f'{name}_bucket{{{labels},le="{le}"}} {count}' for le, count in histogram.cumulative()]
+            lines.append(f"{name}_sum{{{labels}}} {histogram.sum!r}")
+            lines.append(f"{name}_count{{{labels}}} {histogram.count}")
+    return lines

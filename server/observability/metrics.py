@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from server.observability.histograms import VersionHistograms, render_histograms
 from server.observability.statistics import FailureReason, ModelStats
 from server.repository.model_version import ServingVersion
 
@@ -83,6 +84,14 @@ def version_labels(serving: ServingVersion) -> dict[str, str]:
     labels = {"model": serving.name, "version": serving.version_str}
     labels.update({f"_{key}": value for key, value in serving.config.metric_tags.items()})
     return labels
+
+
+def render_latency_histograms(versions: list[ServingVersion]) -> list[str]:
+    """The ortserve_* histograms of the versions that keep them (none when turned off)."""
+    series = [
+        (_format_labels(version_labels(s))[1:-1], s.stats.histograms) for s in versions if isinstance(s.stats.histograms, VersionHistograms)
+    ]
+    return render_histograms(series) if series else []
 
 
 def render_inference_metrics(versions: list[ServingVersion]) -> list[str]:

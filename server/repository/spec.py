@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
 
 from server.datatypes import config_to_wire
 from server.proto import model_config_pb2 as mc
@@ -25,6 +27,10 @@ class ModelSpec:
     max_batch_size: int
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
+    # Request signatures already validated against this spec (see request_inputs): requests
+    # mostly repeat a few shapes and output lists, so each is checked once, not per request.
+    input_plans: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
+    output_plans: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def batching(self) -> bool:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
@@ -13,14 +15,16 @@ import onnxruntime as ort
 from server.datatypes import wire_from_ort_type
 from server.repository.signature import GraphSignature, GraphTensor
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
 class ModelInstance:
     """An ORT session bound to one device, executed only on its own thread.
 
-    The event loop hands work over with ``call`` and awaits it; ONNX Runtime releases the GIL
-    while it runs, so the loop keeps serving. One instance runs one batch at a time.
+    Work arrives with ``post`` (a callable run on the instance thread, which reports back to the
+    event loop itself with ``call_soon_threadsafe``): one queue put and one loop wake-up per
+    batch, nothing else. ONNX Runtime releases the GIL while it runs, so the loop keeps serving.
     """
 
     def __init__(self, name: str, session: ort.InferenceSession, device: str, use_io_binding: bool = False) -> None:
@@ -30,10 +34,12 @@ class ModelInstance:
         # On a GPU, IO binding copies each (already merged) input host→device once and each
         # output device→host once, instead of ORT's per-run staging.
         self._use_io_binding = use_io_binding
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
 
     def run(self, feeds: dict[str, np.ndarray], output_names: list[str]) -> list[np.ndarray]:
-        """Blocking; call only on this instance's thread (via ``call``)."""
+        """Blocking; call only on this instance's thread (or before it serves, e.g. warmup)."""
         if self._use_io_binding and not any(array.dtype == object for array in feeds.values()):
             return self._run_bound(feeds, output_names)
         return self._session.run(output_names, feeds)
@@ -47,14 +53,51 @@ class ModelInstance:
         self._session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()
 
+    def post(self, work: Callable[[], None]) -> None:
+        """Run ``work()`` on this instance's thread, after work posted before it. Never blocks.
+
+        ``work`` must not raise; it reports its own outcome.
+        """
+        self._work.put(work)
+
     async def call(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(self, *args)`` on this instance's thread and await its result."""
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, self, *args)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def work() -> None:
+            try:
+                result = fn(self, *args)
+            except BaseException as exc:  # handed to the awaiting coroutine
+                loop.call_soon_threadsafe(_settle_exception, future, exc)
+            else:
+                loop.call_soon_threadsafe(_settle_result, future, result)
+
+        self.post(work)
+        return await future
+
+    def _serve(self) -> None:
+        while (work := self._work.get()) is not None:
+            try:
+                work()
+            except Exception:  # work reports its own errors; this is a last line of defence
+                log.exception("instance %s: unexpected error in posted work", self.name)
 
     def close(self) -> None:
-        """Wait for running work, stop the thread and drop the session (frees its memory)."""
-        self._thread.shutdown(wait=True)
+        """Finish posted work, stop the thread and drop the session (frees its memory)."""
+        self._work.put(None)
+        self._thread.join()
         del self._session
+
+
+def _settle_result(future: asyncio.Future[T], result: T) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _settle_exception(future: asyncio.Future[T], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
 
 
 def graph_signature(session: ort.InferenceSession) -> GraphSignature:

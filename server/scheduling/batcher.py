@@ -1,19 +1,27 @@
 """The dynamic batcher: one per model version, on the event loop, feeding every instance.
 
-Requests are admitted to a RequestQueue (bounded, prioritised, with timeouts). Whenever an
-instance is free, ``form_batch`` decides from the queue and the clock whether to dispatch a
-batch now or wait; a dispatched batch runs on that instance's thread while the loop keeps
-admitting. Models without dynamic batching use the same loop with merging off.
+Requests are admitted to a RequestQueue (bounded, prioritised, with timeouts). Whenever the
+queue or the set of free instances changes, ``_schedule`` asks ``form_batch`` (a pure rule)
+what to run now, hands batches to free instances, and arms one timer for the next instant a
+decision could change (a batching delay or a queue timeout). There is no batcher task: work is
+driven by submissions, batch completions (posted back by instance threads) and that timer, so
+an idle model costs nothing and a busy one pays no task switches per request.
 
-Every job gets exactly one outcome: success, its batch's failure (INTERNAL, the other batches
-continue), a queue rejection/timeout, or nothing at all if the caller cancelled before it ran.
+Without merging (max_batch_size 0, or no dynamic_batching) each request is its own execution,
+but a free instance takes its share of the backlog in one hand-over and runs it request by
+request: the thread hand-over, not ONNX Runtime, dominates tiny models.
+
+Every job gets exactly one outcome: success, its batch's failure (INTERNAL, other batches
+continue), a queue rejection/timeout, or nothing at all if its caller cancelled before it ran.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
+import math
 from collections import deque
 
 from server.errors import ServerError
@@ -22,13 +30,17 @@ from server.runtime.instance import ModelInstance
 from server.scheduling.base import Scheduler
 from server.scheduling.batch_policy import BatchingRule, Dispatch, WaitUntil, form_batch
 from server.scheduling.clock import Clock, MonotonicClock
-from server.scheduling.execution import execute_batch
+from server.scheduling.execution import execute_batches
 from server.scheduling.job import InferenceJob
 from server.scheduling.ordering import OrderedRelease
 from server.scheduling.queue_policy import PriorityPolicy
 from server.scheduling.request_queue import RequestQueue
 
 log = logging.getLogger(__name__)
+
+# Without merging, the most requests one hand-over gives an instance: enough to amortise the
+# thread wake-up, few enough that the queue (timeouts, pending count) still sees the rest.
+MAX_RUN_LIST = 8
 
 
 class DynamicBatcher(Scheduler):
@@ -42,6 +54,7 @@ class DynamicBatcher(Scheduler):
         preserve_ordering: bool = False,
         clock: Clock | None = None,
     ) -> None:
+        self._loop = asyncio.get_running_loop()
         self._rule = rule
         self._queue = RequestQueue(priority)
         self._idle: deque[ModelInstance] = deque(instances)
@@ -51,11 +64,10 @@ class DynamicBatcher(Scheduler):
         self._clock = clock or MonotonicClock()
         self._release = OrderedRelease() if preserve_ordering else None
         self._sequence = itertools.count()
-        self._wake = asyncio.Event()
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._timer_at = 0.0
         self._drained = asyncio.Event()
         self._closing = False
-        self._running: set[asyncio.Task[None]] = set()
-        self._loop_task = asyncio.create_task(self._run(), name="batcher")
 
     @property
     def pending_count(self) -> int:
@@ -64,97 +76,142 @@ class DynamicBatcher(Scheduler):
     def submit(self, job: InferenceJob) -> None:
         if self._closing:
             raise ServerError.unavailable("model version is being unloaded")
+        if self._idle and not self._queue and not self._release and not self._rule.max_queue_delay_ns:
+            # Nothing waits and nothing could join it: run at once, skipping the queue's bookkeeping.
+            job.sequence = next(self._sequence)
+            self._dispatch(self._idle.popleft(), [[job]])
+            return
         self._queue.admit(job, self._clock.now_ns())
         job.sequence = next(self._sequence)
         if self._release is not None:
             self._release.track(job)
-        self._wake.set()
+        if self._idle:
+            self._schedule()
+        elif job.timeout_at_ns or job.deadline_ns:
+            self._arm_timer(self._queue.next_expiry_ns())
 
     async def close(self, drain_timeout_secs: float | None) -> None:
         self._closing = True
-        self._wake.set()
-        try:
-            await asyncio.wait_for(self._drained.wait(), drain_timeout_secs)
-        except TimeoutError:
-            log.warning("drain timed out with %d queued requests", len(self._queue))
+        self._schedule()
+        if not self._drained.is_set():
+            # asyncio.wait, not wait_for: a zero timeout must still see an already drained queue.
+            drained = asyncio.ensure_future(self._drained.wait())
+            done, _ = await asyncio.wait({drained}, timeout=drain_timeout_secs)
+            if not done:
+                drained.cancel()
+                log.warning("drain timed out with %d queued requests", len(self._queue))
         for job in self._queue.drain_all():
             job.fail(ServerError.unavailable("model version was unloaded"), FailureReason.OTHER)
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
-        self._loop_task.cancel()
-        await asyncio.gather(self._loop_task, return_exceptions=True)
+        if self._timer is not None:
+            self._timer.cancel()
 
-    # ---- the loop ------------------------------------------------------------------------
+    # ---- decisions ---------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                sleep_ns = self._step()
-            except Exception:  # the loop must outlive any bug in one step
-                log.exception("batcher step failed")
-                sleep_ns = 1_000_000
-            if self._closing and not self._queue and len(self._idle) == self._instance_count:
-                self._drained.set()
-            timer = loop.call_later(sleep_ns / 1e9, self._wake.set) if sleep_ns is not None else None
-            await self._wake.wait()
-            self._wake.clear()
-            if timer is not None:
-                timer.cancel()
+    def _schedule(self) -> None:
+        """Dispatch what the rule allows now and arm the timer for the next decision."""
+        try:
+            self._arm_timer(self._step())
+        except Exception:  # a bug in one decision must not stall the model: try again shortly
+            log.exception("batch scheduling failed")
+            self._arm_timer(self._clock.now_ns() + 1_000_000)
+        if self._closing and not self._queue and len(self._idle) == self._instance_count:
+            self._drained.set()
 
     def _step(self) -> int | None:
-        """Dispatch every batch the rule allows now; return ns until the next decision (None = idle)."""
+        """Dispatch every batch allowed now; return the monotonic ns of the next decision, if any."""
+        if not self._queue:
+            return None
         now = self._clock.now_ns()
         rule = BatchingRule(self._rule.max_batch_size) if self._closing else self._rule
         jobs = self._queue.ordered(now, self._fail)
         wait_until = None
         while self._idle and jobs:
+            if not rule.merges:
+                share = min(MAX_RUN_LIST, math.ceil(len(jobs) / len(self._idle)))
+                taken, jobs = jobs[:share], jobs[share:]
+                self._queue.remove(taken)
+                self._dispatch(self._idle.popleft(), [[job] for job in taken])
+                continue
             decision = form_batch(jobs, now, rule)
             if isinstance(decision, WaitUntil):
                 wait_until = decision.deadline_ns
                 break
             if not isinstance(decision, Dispatch):
                 break
-            batch = [jobs[position] for position in decision.positions]
+            chosen = set(decision.positions)
+            batch = [jobs[p] for p in decision.positions]
+            jobs = [job for p, job in enumerate(jobs) if p not in chosen]
             self._queue.remove(batch)
-            self._dispatch(self._idle.popleft(), batch)
-            jobs = [job for job in jobs if job not in batch] if len(batch) < len(jobs) else []
+            self._dispatch(self._idle.popleft(), [batch])
         if self._release is not None:
             self._release.flush()
         wakeups = [t for t in (wait_until, self._queue.next_expiry_ns()) if t]
-        return max(0, min(wakeups) - now) if wakeups else None
+        return min(wakeups) if wakeups else None
 
-    def _dispatch(self, instance: ModelInstance, batch: list[InferenceJob]) -> None:
-        task = asyncio.create_task(self._execute(instance, batch))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+    def _arm_timer(self, at_ns: int | None) -> None:
+        """Keep one timer at the earliest instant a decision could change (None = no timer)."""
+        if at_ns is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
+        when = self._loop.time() + max(0, at_ns - self._clock.now_ns()) / 1e9
+        if self._timer is not None:
+            # uvloop hands back a plain Handle (no .when()) for zero delays, so the instant is ours.
+            if self._timer_at <= when:
+                return
+            self._timer.cancel()
+        self._timer, self._timer_at = self._loop.call_at(when, self._on_timer), when
 
-    async def _execute(self, instance: ModelInstance, batch: list[InferenceJob]) -> None:
-        try:
-            await instance.call(execute_batch, batch, self._model_outputs)
-        except Exception as exc:  # an ORT failure fails this batch only
-            log.warning("batch of %d failed on %s: %s", len(batch), instance.name, exc)
-            for job in batch:
-                self._settle(job, ServerError.internal(str(exc)))
-        else:
-            self._stats.record_execution(sum(job.rows for job in batch), batch[0].timing)
-            for job in batch:
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._schedule()
+
+    # ---- execution ---------------------------------------------------------------------------
+
+    def _dispatch(self, instance: ModelInstance, batches: list[list[InferenceJob]]) -> None:
+        loop, outputs = self._loop, self._model_outputs
+
+        def report(jobs: list[InferenceJob], error: Exception | None) -> None:
+            # RuntimeError: the loop is gone (process exiting) and nobody waits any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._batch_done, instance, jobs, error)
+
+        def work() -> None:
+            execute_batches(instance, batches, outputs, report)
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._instance_free, instance)
+
+        instance.post(work)
+
+    def _batch_done(self, instance: ModelInstance, jobs: list[InferenceJob], error: Exception | None) -> None:
+        """On the loop: answer the jobs of one executed batch."""
+        if error is None:
+            self._stats.record_execution(sum(job.rows for job in jobs), jobs[0].timing)
+            for job in jobs:
                 self._settle(job, None)
-        finally:
-            self._idle.append(instance)
-            self._wake.set()
+        else:
+            log.warning("batch of %d failed on %s: %s", len(jobs), instance.name, error)
+            for job in jobs:
+                self._settle(job, ServerError.internal(str(error)))
+
+    def _instance_free(self, instance: ModelInstance) -> None:
+        """On the loop: the instance finished its hand-over; decide what it runs next."""
+        self._idle.append(instance)
+        self._schedule()
 
     def _settle(self, job: InferenceJob, error: ServerError | None) -> None:
-        def settle() -> None:
-            if error is None:
-                job.succeed()
-            else:
-                job.fail(error, FailureReason.BACKEND)
-
         if self._release is None:
-            settle()
+            _resolve(job, error)
         else:
-            self._release.complete(job, settle)
+            self._release.complete(job, lambda: _resolve(job, error))
 
     def _fail(self, job: InferenceJob, error: ServerError, reason: FailureReason) -> None:
         job.fail(error, reason)
+
+
+def _resolve(job: InferenceJob, error: ServerError | None) -> None:
+    if error is None:
+        job.succeed()
+    else:
+        job.fail(error, FailureReason.BACKEND)

@@ -6,6 +6,7 @@ the event loop) and raises whatever ONNX Runtime raised.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from time import monotonic_ns
 from typing import TYPE_CHECKING
 
@@ -61,3 +62,28 @@ def execute_batch(instance: ModelInstance, jobs: list[InferenceJob], model_outpu
         timing.input_done_ns = input_done
         timing.infer_done_ns = infer_done
         timing.output_done_ns = output_done
+
+
+def execute_batches(
+    instance: ModelInstance,
+    batches: list[list[InferenceJob]],
+    model_outputs: tuple[str, ...],
+    report: Callable[[list[InferenceJob], Exception | None], None],
+) -> None:
+    """Blocking, on the instance thread: run each batch in turn and ``report`` it at once.
+
+    ``report(jobs_that_ran, error_or_None)`` is called after every batch, so an early request
+    of a hand-over is answered without waiting for later ones. Never raises. Jobs whose caller
+    went away while the hand-over waited are skipped (reading a future's state from this thread
+    is a benign race: at worst a just-cancelled job still runs).
+    """
+    for batch in batches:
+        live = [job for job in batch if not job.abandoned()]
+        if not live:
+            continue
+        try:
+            execute_batch(instance, live, model_outputs)
+        except Exception as exc:  # ORT's own failure: this batch fails, the others go on
+            report(live, exc)
+        else:
+            report(live, None)

@@ -23,6 +23,9 @@ from server.types import (
 # gRPC messages are capped at 2^31-1 bytes (Triton's limit too).
 MAX_MESSAGE_BYTES = 2**31 - 1
 
+# An input parameter naming a shared-memory region: such an input has no raw_input_contents entry.
+_SHARED_MEMORY_REGION = "shared_memory_region"
+
 # Which InferTensorContents field carries each datatype (FP16/BF16 have none: raw only).
 _CONTENTS_FIELD = {
     "BOOL": "bool_contents",
@@ -50,19 +53,28 @@ def parameters_from_pb(parameters: object) -> dict[str, ParameterValue]:
 
 
 def request_from_pb(message: pb.ModelInferRequest, deadline: float | None) -> InferRequest:
-    """Raises INVALID_ARG when raw and typed contents are mixed or counts do not match."""
+    """Raises INVALID_ARG when raw and typed contents are mixed or counts do not match.
+
+    Raw entries belong, in order, to the inputs that are not in shared memory: tritonclient's
+    ``set_shared_memory`` sends no entry for such an input (Triton maps them the same way), so
+    that input reaches validation without data and is refused as shared memory.
+    """
     raw = message.raw_input_contents
-    if raw and len(raw) != len(message.inputs):
+    with_raw = [
+        index for index, tensor in enumerate(message.inputs) if not (tensor.parameters and _SHARED_MEMORY_REGION in tensor.parameters)
+    ]
+    if raw and len(raw) != len(with_raw):
         raise ServerError.invalid_arg(
-            f"expected {len(message.inputs)} raw_input_contents entries (one per input) but got {len(raw)} for model '{message.model_name}'"
+            f"expected {len(with_raw)} raw_input_contents entries (one per input) but got {len(raw)} for model '{message.model_name}'"
         )
-    inputs = [_input_from_pb(message, index, raw[index] if raw else None) for index in range(len(message.inputs))]
+    raw_by_input = dict(zip(with_raw, raw)) if raw else {}
+    inputs = [_input_from_pb(message, index, raw_by_input.get(index)) for index in range(len(message.inputs))]
     return InferRequest(
         model_name=message.model_name,
         model_version=message.model_version,
         id=message.id,
         inputs=inputs,
-        outputs=[RequestedOutput(o.name, parameters_from_pb(o.parameters)) for o in message.outputs],
+        outputs=[RequestedOutput(o.name, parameters_from_pb(o.parameters) if o.parameters else {}) for o in message.outputs],
         parameters=parameters_from_pb(message.parameters) if message.parameters else {},
         deadline=deadline,
     )
@@ -103,7 +115,13 @@ def _array_from_contents(tensor: pb.ModelInferRequest.InferInputTensor, model_na
         )
     if tensor.datatype == "BYTES":
         return _utf8_array(values, tensor.name, model_name).reshape(tuple(tensor.shape))
-    return np.array(values, dtype=numpy_dtype(tensor.datatype)).reshape(tuple(tensor.shape))
+    try:
+        array = np.array(values, dtype=numpy_dtype(tensor.datatype))
+    except OverflowError:  # e.g. 300 in int_contents of an INT8 input: the client's error, not ours
+        raise ServerError.invalid_arg(
+            f"input '{tensor.name}' for model '{model_name}': a value in {field} is out of range for datatype '{tensor.datatype}'"
+        ) from None
+    return array.reshape(tuple(tensor.shape))
 
 
 def _utf8_array(values: object, name: str, model_name: str) -> np.ndarray:

@@ -40,6 +40,10 @@ class GrpcFrontend:
         await self._server.start()
         self._health_task = asyncio.create_task(self._health.follow_readiness())
 
+    async def announce_not_serving(self) -> None:
+        """Tell health watchers at once (not on the next readiness poll) that we are going away."""
+        await self._health.enter_graceful_shutdown()
+
     async def stop(self, grace_secs: float) -> None:
         """Stop accepting calls; calls still running get ``grace_secs`` to finish."""
         if self._health_task:

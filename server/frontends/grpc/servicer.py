@@ -16,7 +16,8 @@ from server.frontends.grpc import convert
 from server.frontends.grpc.status import GRPC_STATUS
 from server.proto import grpc_service_pb2 as pb
 from server.proto import grpc_service_pb2_grpc as pb_grpc
-from server.service import InferenceService
+from server.service import InferenceService, PendingInference
+from server.types import InferRequest
 
 log = logging.getLogger(__name__)
 
@@ -94,45 +95,68 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return convert.response_to_pb(response)
 
     async def ModelStreamInfer(
-        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Ctx
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Pipelined: each request is submitted as it arrives and answered as soon as it completes,
-        so one stream with many requests in flight is batched like many unary calls."""
+        so one stream with many requests in flight is batched like many unary calls. No task per
+        request: a completed job's callback queues its response for this writer."""
         responses: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-        reader = asyncio.create_task(self._read_stream(request_iterator, responses))
+        in_flight: set[asyncio.Future[object]] = set()
+        reader = asyncio.create_task(self._read_stream(request_iterator, responses, in_flight))
         try:
             while (response := await responses.get()) is not None:
                 yield response
             await reader  # surfaces a read error as this call's status
         finally:
             reader.cancel()
+            for future in list(in_flight):  # the client is gone: withdraw what has not run yet
+                future.cancel()
 
     async def _read_stream(
-        self, request_iterator: AsyncIterator[pb.ModelInferRequest], responses: asyncio.Queue[pb.ModelStreamInferResponse | None]
+        self,
+        request_iterator: AsyncIterator[pb.ModelInferRequest],
+        responses: asyncio.Queue[pb.ModelStreamInferResponse | None],
+        in_flight: set[asyncio.Future[object]],
     ) -> None:
-        in_flight: set[asyncio.Task[None]] = set()
+        drained = asyncio.Event()
+        drained.set()
+
+        def finished(future: asyncio.Future[object], pending: PendingInference) -> None:
+            in_flight.discard(future)
+            responses.put_nowait(self._stream_response(pending))
+            if not in_flight:
+                drained.set()
+
         try:
             async for request in request_iterator:
-                task = asyncio.create_task(self._stream_one(request, responses))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-            if in_flight:
-                await asyncio.gather(*in_flight)
+                try:
+                    pending = self._service.submit(convert.request_from_pb(request, None))
+                except ServerError as error:
+                    responses.put_nowait(_stream_error(request, error.message))
+                    continue
+                except Exception as exc:  # one bad request must not end the stream
+                    log.exception("unexpected error in a streamed request")
+                    responses.put_nowait(_stream_error(request, f"internal error: {exc}"))
+                    continue
+                in_flight.add(pending.job.future)
+                drained.clear()
+                pending.job.future.add_done_callback(functools.partial(finished, pending=pending))
+            await drained.wait()
         finally:
-            for task in in_flight:
-                task.cancel()
             responses.put_nowait(None)
 
-    async def _stream_one(self, request: pb.ModelInferRequest, responses: asyncio.Queue[pb.ModelStreamInferResponse | None]) -> None:
+    def _stream_response(self, pending: PendingInference) -> pb.ModelStreamInferResponse:
+        request = pending.request
         try:
-            result = await self._service.infer(convert.request_from_pb(request, None))
-            message = pb.ModelStreamInferResponse(infer_response=convert.response_to_pb(result))
+            return pb.ModelStreamInferResponse(infer_response=convert.response_to_pb(self._service.complete(pending)))
         except ServerError as error:
-            message = _stream_error(request, error.message)
+            message = error.message
+        except asyncio.CancelledError:
+            message = "request cancelled"
         except Exception as exc:  # one bad request must not end the stream
             log.exception("unexpected error in a streamed request")
-            message = _stream_error(request, f"internal error: {exc}")
-        responses.put_nowait(message)
+            message = f"internal error: {exc}"
+        return _stream_error(request, message)
 
     # ---- Triton extensions ortserve does not implement -------------------------------------
 
@@ -192,7 +216,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         raise ServerError.unsupported("the logging extension is not supported by ortserve")
 
 
-def _stream_error(request: pb.ModelInferRequest, message: str) -> pb.ModelStreamInferResponse:
+def _stream_error(request: pb.ModelInferRequest | InferRequest, message: str) -> pb.ModelStreamInferResponse:
     """A per-request error on a stream: the stream stays open and the response echoes the id."""
     return pb.ModelStreamInferResponse(
         error_message=message,
