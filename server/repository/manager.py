@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from server.errors import ServerError
-from server.observability.histograms import LatencyHistograms
+from server.observability.histograms import VersionHistograms
 from server.proto import model_config_pb2 as mc
 from server.repository import version_policy
 from server.repository.config_file import ignored_fields, read_config_file
@@ -38,9 +38,8 @@ Scan = dict[str, tuple[ModelSource, ModelFingerprint | None]]
 
 
 class ModelManager:
-    def __init__(self, settings: Settings, histograms: LatencyHistograms | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._histograms = histograms
         self._models: dict[str, ModelRecord] = {}
         self._load_pool = ThreadPoolExecutor(settings.model_load_thread_count, thread_name_prefix="model-load")
         self._load_options = LoadOptions(settings.default_max_batch_size, 1)
@@ -55,7 +54,7 @@ class ModelManager:
 
         Raises DuplicateModelError if two repositories hold the same model name.
         """
-        scanned = await self._scan()
+        scanned = await self._scan(self._explicit_startup_names())
         names = self._startup_names(scanned)
         planned = sum(_planned_cpu_instances(scanned[n][0]) for n in names if n in scanned)
         threads = default_intra_op_threads(planned, available_cores())
@@ -66,6 +65,12 @@ class ModelManager:
             record.error = f"model '{name}' was not found in any model repository"
             log.error("%s", record.error)
         await asyncio.gather(*(self._apply(name, *scanned[name]) for name in names & scanned.keys()))
+
+    def _explicit_startup_names(self) -> set[str] | None:
+        """The only models explicit mode loads at startup (None: every model)."""
+        if self._settings.model_control_mode is not ModelControlMode.EXPLICIT or "*" in self._settings.load_models:
+            return None
+        return set(self._settings.load_models)
 
     def _startup_names(self, scanned: Scan) -> set[str]:
         if self._settings.model_control_mode is not ModelControlMode.EXPLICIT:
@@ -95,13 +100,17 @@ class ModelManager:
         work += [self._unload(name, "removed from the model repository", forget=True) for name in self._models.keys() - scanned.keys()]
         await asyncio.gather(*work)
 
-    async def _scan(self) -> Scan:
-        return await asyncio.get_running_loop().run_in_executor(self._load_pool, self._scan_blocking)
+    async def _scan(self, names: set[str] | None = None) -> Scan:
+        """The models on disk with their fingerprints; only ``names`` when given (hashing every
+        model of a large repository to load one of them would read it all)."""
+        return await asyncio.get_running_loop().run_in_executor(self._load_pool, self._scan_blocking, names)
 
-    def _scan_blocking(self) -> Scan:
+    def _scan_blocking(self, names: set[str] | None) -> Scan:
         sources = scan_repositories(list(self._settings.model_repositories), self._settings.model_name)
         scanned: Scan = {}
         for name, source in sources.items():
+            if names is not None and name not in names:
+                continue
             try:
                 scanned[name] = (source, self._hasher.fingerprint(source))
             except OSError as exc:  # files changing under us: decide on the next poll
@@ -120,7 +129,7 @@ class ModelManager:
             source = ModelSource(name=name, directory=directory, versions=source.versions)
             fingerprint = None
         else:
-            scanned = await self._scan()
+            scanned = await self._scan({name})
             if name not in scanned:
                 raise ServerError.not_found(f"failed to load '{name}': model not found in any model repository")
             source, fingerprint = scanned[name]
@@ -134,7 +143,7 @@ class ModelManager:
         """Drain and unload every version of ``name``. Raises NOT_FOUND for an unknown name."""
         check_model_name(name)
         if name not in self._models:
-            scanned = await self._scan()
+            scanned = await self._scan({name})
             if name not in scanned:
                 raise ServerError.not_found(f"failed to unload '{name}': model not found")
             return
@@ -153,36 +162,58 @@ class ModelManager:
     ) -> ModelRecord:
         record = self._models.setdefault(name, ModelRecord(name))
         async with record.lock:
-            record.wanted, record.attempted = True, fingerprint
+            loaded_any = False
             try:
-                config = config_override if config_override is not None else _file_config(source)
-                versions = version_policy.select_versions(config.version_policy, source.versions)
-            except ServerError as error:
-                return self._model_failed(record, error.message)
-            if not versions:
-                return self._model_failed(
-                    record,
-                    f"at least one version must be available under the version policy of model '{name}' "
-                    f"({version_policy.describe(config.version_policy)}; version directories: {list(source.versions)})",
-                )
-            record.error = ""
-            if source.model_filename and not config.default_model_filename:
-                config.default_model_filename = source.model_filename
-            if unused := ignored_fields(config):
-                log.info("model '%s': config fields parsed but not acted on: %s", name, ", ".join(unused))
-            stale = [v for v in record.versions if v not in versions]
-            to_load = [v for v in versions if force or _needs_load(record.versions.get(v), fingerprint, v)]
-            await asyncio.gather(*(self._load_version(record, source, config, v, fingerprint) for v in to_load))
-            if stale and any(record.versions[v].state is ModelState.READY for v in versions):
-                await asyncio.gather(*(self._retire(record, v, keep_entry=False) for v in stale))
-            self._adopt_private_dir(record, private_dir)
-            record.refresh_latest()
-            log.info("%s", describe_model(record))
+                loaded_any = await self._apply_locked(record, source, fingerprint, config_override, force)
+            finally:
+                self._settle_private_dir(record, private_dir, in_use=loaded_any)
         return record
+
+    async def _apply_locked(
+        self,
+        record: ModelRecord,
+        source: ModelSource,
+        fingerprint: ModelFingerprint | None,
+        config_override: mc.ModelConfig | None,
+        force: bool,
+    ) -> bool:
+        """Returns whether any version was (re)loaded from ``source``."""
+        name = record.name
+        record.wanted, record.attempted = True, fingerprint
+        try:
+            config = config_override if config_override is not None else _file_config(source)
+            versions = version_policy.select_versions(config.version_policy, source.versions)
+        except ServerError as error:
+            self._model_failed(record, error.message)
+            return False
+        if not versions:
+            self._model_failed(
+                record,
+                f"at least one version must be available under the version policy of model '{name}' "
+                f"({version_policy.describe(config.version_policy)}; version directories: {list(source.versions)})",
+            )
+            return False
+        record.error = ""
+        if config.name and source.directory.name != name:
+            # The model was renamed by --model-name (KServe passes the InferenceService name).
+            config.name = name
+        if source.model_filename and not config.default_model_filename:
+            config.default_model_filename = source.model_filename
+        if unused := ignored_fields(config):
+            log.info("model '%s': config fields parsed but not acted on: %s", name, ", ".join(unused))
+        stale = [v for v in record.versions if v not in versions]
+        to_load = [v for v in versions if force or _needs_load(record.versions.get(v), fingerprint, v)]
+        loaded = await asyncio.gather(*(self._load_version(record, source, config, v, fingerprint) for v in to_load))
+        if stale and any(record.versions[v].state is ModelState.READY for v in versions):
+            await asyncio.gather(*(self._retire(record, v, keep_entry=False) for v in stale))
+        record.refresh_latest()
+        log.info("%s", describe_model(record))
+        return any(loaded)
 
     async def _load_version(
         self, record: ModelRecord, source: ModelSource, config: mc.ModelConfig, version: int, fingerprint: ModelFingerprint | None
-    ) -> None:
+    ) -> bool:
+        """Load one version next to whatever serves it now; True once the new load serves."""
         entry = record.versions.setdefault(version, VersionRecord(version))
         if entry.serving is None:
             entry.state, entry.reason = ModelState.LOADING, ""
@@ -200,8 +231,8 @@ class ModelManager:
             else:
                 entry.state, entry.reason = ModelState.UNAVAILABLE, reason
             log.error("model '%s' version %d: %s", source.name, version, entry.reason)
-            return
-        histograms = self._histograms.for_version(source.name, str(version)) if self._histograms else None
+            return False
+        histograms = VersionHistograms() if self._settings.histogram_latencies else None
         new = ServingVersion(source.name, version, loaded.config, loaded.instances, histograms, time.monotonic() - started)
         old, entry.serving = entry.serving, new
         entry.state, entry.reason = ModelState.READY, ""
@@ -209,17 +240,19 @@ class ModelManager:
         record.refresh_latest()
         if old is not None:
             self._retire_in_background(old)
+        return True
 
-    def _model_failed(self, record: ModelRecord, reason: str) -> ModelRecord:
+    def _model_failed(self, record: ModelRecord, reason: str) -> None:
         record.error = reason
         log.error("model '%s' failed: %s", record.name, reason)
-        return record
 
-    def _adopt_private_dir(self, record: ModelRecord, private_dir: Path | None) -> None:
-        """Request-supplied files live until the versions loaded from them are gone."""
-        if private_dir is None or private_dir == record.private_dir:
+    def _settle_private_dir(self, record: ModelRecord, private_dir: Path | None, in_use: bool) -> None:
+        """Request-supplied files stay while versions loaded from them serve; the rest go."""
+        if not in_use:
+            if private_dir is not None:
+                self._private_files.discard(private_dir)
             return
-        if record.private_dir is not None:
+        if record.private_dir is not None and record.private_dir != private_dir:
             self._private_files.discard(record.private_dir)
         record.private_dir = private_dir
 
@@ -244,8 +277,6 @@ class ModelManager:
         record.refresh_latest()
         if serving is not None:
             await serving.close(self._settings.exit_timeout_secs)
-            if self._histograms is not None:
-                self._histograms.forget(serving.name, serving.version_str)
         if keep_entry:
             entry.state, entry.reason = ModelState.UNAVAILABLE, reason
         else:

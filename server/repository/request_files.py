@@ -32,7 +32,7 @@ def relative_file_path(key: str) -> PurePosixPath:
         or path.is_absolute()
         or "\\" in raw
         or "\0" in raw
-        or any(part in ("..", ".", "") for part in parts)
+        or any(part in ("..", ".", "") for part in raw.split("/"))  # PurePosixPath drops "." and ""
         or len(parts) < 2
         or not is_version_dir_name(parts[0])
     ):
@@ -54,12 +54,19 @@ class PrivateModelFiles:
         relative = {key: relative_file_path(key) for key in files}
         directory = Path(tempfile.mkdtemp(prefix=f"{model_name}-", dir=self._root)) / model_name
         directory.mkdir()
-        for key, path in relative.items():
-            target = (directory / path).resolve()
-            if not target.is_relative_to(directory.resolve()):
-                raise ServerError.invalid_arg(f"invalid load parameter '{key}': path leaves the model directory")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(files[key])
+        try:
+            for key, path in relative.items():
+                target = (directory / path).resolve()
+                if not target.is_relative_to(directory.resolve()):
+                    raise ServerError.invalid_arg(f"invalid load parameter '{key}': path leaves the model directory")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(files[key])
+        except OSError as exc:  # e.g. 'file:1/a' and 'file:1/a/b': one path both a file and a directory
+            self.discard(directory)
+            raise ServerError.invalid_arg(f"cannot write the files of load request for '{model_name}': {exc.strerror}") from None
+        except ServerError:
+            self.discard(directory)
+            raise
         return directory
 
     def discard(self, directory: Path) -> None:

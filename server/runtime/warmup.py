@@ -64,7 +64,10 @@ def _sample_input(
         path = model_dir / WARMUP_DIR / given.input_data_file
         if not path.resolve().is_relative_to((model_dir / WARMUP_DIR).resolve()) or not path.is_file():
             raise _error(config, sample, f"input_data_file '{given.input_data_file}' not found under {model_dir / WARMUP_DIR}")
-        array = decode_raw(path.read_bytes(), wire, shape, name, config.name)
+        try:
+            array = decode_raw(path.read_bytes(), wire, shape, name, config.name)
+        except ServerError as exc:  # say which sample and file; decode_raw speaks of requests
+            raise _error(config, sample, f"input_data_file '{given.input_data_file}': {exc.message}") from None
     else:  # zero_data is the default
         array = np.full(shape, "", dtype=object) if wire == "BYTES" else np.zeros(shape, dtype=numpy_dtype(wire))
     if tensor.reshape is not None:
