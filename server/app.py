@@ -33,6 +33,10 @@ def connection_age_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
+# How long a stopping server keeps answering UNAVAILABLE before closing gRPC connections.
+LAME_DUCK_SECS = 0.5
+
+
 class StartupError(Exception):
     """The server cannot start; the message is shown to the user."""
 
@@ -99,9 +103,6 @@ class App:
         if not self._stop.is_set():
             log.info("shutdown requested: refusing new requests, draining in-flight ones")
             self.service.begin_shutdown()
-            if self._grpc is not None:
-                # Health-checking clients (grpc round_robin with healthCheckConfig) move away now.
-                self._background.append(asyncio.ensure_future(self._grpc.announce_not_serving()))
             self._stop.set()
 
     async def run_until_stopped(self) -> None:
@@ -112,6 +113,9 @@ class App:
         """Bounded by --exit-timeout-secs from the moment the stop was requested."""
         deadline = time.monotonic() + self.settings.exit_timeout_secs
         self.service.begin_shutdown()
+        if self._grpc:
+            # Health-checking clients (grpc round_robin with healthCheckConfig) move away now.
+            await self._grpc.announce_not_serving()
         # Not asyncio.wait_for: on Python 3.11 a zero timeout expires before an idle server is seen.
         idle = asyncio.ensure_future(self.service.wait_idle())
         done, _ = await asyncio.wait({idle}, timeout=self.settings.exit_timeout_secs)
@@ -120,9 +124,12 @@ class App:
             log.warning("exit timeout reached with requests still in flight")
         for task in self._background:
             task.cancel()
-        remaining = max(0.0, deadline - time.monotonic())
         if self._grpc:
-            await self._grpc.stop(grace_secs=min(remaining, 1.0))
+            # A lame-duck moment before the transport closes: calls still arriving from clients
+            # that have not seen NOT_SERVING yet get UNAVAILABLE (which they retry elsewhere)
+            # instead of being cut off as CANCELLED.
+            await asyncio.sleep(min(LAME_DUCK_SECS, max(0.0, deadline - time.monotonic())))
+            await self._grpc.stop(grace_secs=min(max(0.0, deadline - time.monotonic()), 1.0))
         for site in self._sites:
             await site.stop()
         await self.manager.close(drain_timeout_secs=max(0.0, deadline - time.monotonic()))

@@ -88,11 +88,6 @@ def test_a_crashed_replica_costs_only_requests_in_flight_and_none_with_retries(
     assert retried.ok == retried.sent
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="server: on SIGTERM it stops gRPC without a lame-duck period, so calls the transport accepted but the "
-    "server had not picked up yet end CANCELLED, which a retry policy on UNAVAILABLE does not retry (see docs/deployment.md)",
-)
 def test_a_graceful_stop_under_load_loses_nothing_with_retries(replicas: list[ServerProcess], report: Callable[[str], None]) -> None:
     result, replicas[2] = bench.kill_under_load(replicas, 2, signal.SIGTERM, retries=True, threads=THREADS, duration_secs=2.0)
     report(f"SIGTERM 1 of 3 under load, retries on: {sum(result.errors.values())} failed of {result.sent} {result.errors}")
