@@ -21,10 +21,15 @@ class SchedulingParameters:
     timeout_us: int = 0
 
 
+_NO_PARAMETERS = SchedulingParameters()
+
+
 def scheduling_parameters(parameters: dict[str, ParameterValue]) -> SchedulingParameters:
     """Validate reserved keys and extract priority/timeout. Raises INVALID_ARG like Triton."""
     if not parameters:
-        return SchedulingParameters()
+        return _NO_PARAMETERS
+    if len(parameters) == 1 and parameters.get("triton_enable_empty_final_response") is True:
+        return _NO_PARAMETERS  # what perf_analyzer sends with every request
     for key, value in parameters.items():
         if key.startswith("triton_") and key not in _ALLOWED_TRITON_KEYS:
             raise ServerError.invalid_arg(

@@ -255,7 +255,6 @@ def _response(
         tensor = spec.outputs[name]
         array = outputs[name]
         if tensor.reshape is not None:
-            batch = (batch_size,) if spec.batching else ()
-            array = array.reshape(batch + tensor.dims)
-        items.append(InferOutput(name=name, datatype=tensor.datatype, shape=array.shape, array=array))
-    return InferResponse(model_name=serving.name, model_version=serving.version_str, id=request.id, outputs=items)
+            array = array.reshape(((batch_size,) if spec.batching else ()) + tensor.dims)
+        items.append(InferOutput(name, tensor.datatype, array.shape, array))
+    return InferResponse(serving.name, serving.version_str, request.id, items)

@@ -59,18 +59,14 @@ def request_from_pb(message: pb.ModelInferRequest, deadline: float | None) -> In
     ``set_shared_memory`` sends no entry for such an input (Triton maps them the same way), so
     that input reaches validation without data and is refused as shared memory.
     """
-    raw = message.raw_input_contents
-    with_raw = [
-        index for index, tensor in enumerate(message.inputs) if not (tensor.parameters and _SHARED_MEMORY_REGION in tensor.parameters)
-    ]
-    if raw and len(raw) != len(with_raw):
-        raise ServerError.invalid_arg(
-            f"expected {len(with_raw)} raw_input_contents entries (one per input) but got {len(raw)} for model '{message.model_name}'"
-        )
-    raw_by_input = dict(zip(with_raw, raw)) if raw else {}
-    inputs = [_input_from_pb(message, index, raw_by_input.get(index)) for index in range(len(message.inputs))]
+    tensors = list(message.inputs)
+    raw = list(message.raw_input_contents)
+    if raw and (len(raw) != len(tensors) or any(t.parameters for t in tensors)):
+        raw = _raw_per_input(message, tensors, raw)
+    model_name = message.model_name
+    inputs = [_input_from_pb(tensor, raw[index] if raw else None, model_name) for index, tensor in enumerate(tensors)]
     return InferRequest(
-        model_name=message.model_name,
+        model_name=model_name,
         model_version=message.model_version,
         id=message.id,
         inputs=inputs,
@@ -80,23 +76,33 @@ def request_from_pb(message: pb.ModelInferRequest, deadline: float | None) -> In
     )
 
 
-def _input_from_pb(message: pb.ModelInferRequest, index: int, raw: bytes | None) -> InferInput:
-    tensor = message.inputs[index]
+def _raw_per_input(message: pb.ModelInferRequest, tensors: list, raw: list[bytes]) -> list[bytes | None]:
+    """Match raw entries to the inputs that are not in shared memory; INVALID_ARG if they differ."""
+    with_raw = [index for index, tensor in enumerate(tensors) if not (tensor.parameters and _SHARED_MEMORY_REGION in tensor.parameters)]
+    if len(raw) != len(with_raw):
+        raise ServerError.invalid_arg(
+            f"expected {len(with_raw)} raw_input_contents entries (one per input) but got {len(raw)} for model '{message.model_name}'"
+        )
+    by_input = dict(zip(with_raw, raw))
+    return [by_input.get(index) for index in range(len(tensors))]
+
+
+def _input_from_pb(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None, model_name: str) -> InferInput:
     item = InferInput(
-        name=tensor.name,
-        datatype=tensor.datatype,
-        shape=tuple(tensor.shape),
+        tensor.name,
+        tensor.datatype,
+        tuple(tensor.shape),
         parameters=parameters_from_pb(tensor.parameters) if tensor.parameters else {},
     )
     has_contents = tensor.HasField("contents")
     if raw is not None:
         if has_contents:
             raise ServerError.invalid_arg(
-                f"contents field must not be specified when using raw_input_contents for '{tensor.name}' for model '{message.model_name}'"
+                f"contents field must not be specified when using raw_input_contents for '{tensor.name}' for model '{model_name}'"
             )
         item.raw = raw
     elif has_contents:
-        item.array = _array_from_contents(tensor, message.model_name)
+        item.array = _array_from_contents(tensor, model_name)
     return item
 
 

@@ -13,6 +13,7 @@ import grpc
 
 from server.errors import ServerError
 from server.frontends.grpc import convert
+from server.frontends.grpc.outbox import Outbox
 from server.frontends.grpc.status import GRPC_STATUS
 from server.proto import grpc_service_pb2 as pb
 from server.proto import grpc_service_pb2_grpc as pb_grpc
@@ -100,7 +101,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         """Pipelined: each request is submitted as it arrives and answered as soon as it completes,
         so one stream with many requests in flight is batched like many unary calls. No task per
         request: a completed job's callback queues its response for this writer."""
-        responses: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        responses: Outbox[pb.ModelStreamInferResponse | None] = Outbox()
         in_flight: set[asyncio.Future[object]] = set()
         reader = asyncio.create_task(self._read_stream(request_iterator, responses, in_flight))
         try:
@@ -115,7 +116,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def _read_stream(
         self,
         request_iterator: AsyncIterator[pb.ModelInferRequest],
-        responses: asyncio.Queue[pb.ModelStreamInferResponse | None],
+        responses: Outbox[pb.ModelStreamInferResponse | None],
         in_flight: set[asyncio.Future[object]],
     ) -> None:
         drained = asyncio.Event()
@@ -123,7 +124,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         def finished(future: asyncio.Future[object], pending: PendingInference) -> None:
             in_flight.discard(future)
-            responses.put_nowait(self._stream_response(pending))
+            responses.put(self._stream_response(pending))
             if not in_flight:
                 drained.set()
 
@@ -132,18 +133,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 try:
                     pending = self._service.submit(convert.request_from_pb(request, None))
                 except ServerError as error:
-                    responses.put_nowait(_stream_error(request, error.message))
+                    responses.put(_stream_error(request, error.message))
                     continue
                 except Exception as exc:  # one bad request must not end the stream
                     log.exception("unexpected error in a streamed request")
-                    responses.put_nowait(_stream_error(request, f"internal error: {exc}"))
+                    responses.put(_stream_error(request, f"internal error: {exc}"))
                     continue
                 in_flight.add(pending.job.future)
                 drained.clear()
                 pending.job.future.add_done_callback(functools.partial(finished, pending=pending))
             await drained.wait()
         finally:
-            responses.put_nowait(None)
+            responses.put(None)
 
     def _stream_response(self, pending: PendingInference) -> pb.ModelStreamInferResponse:
         request = pending.request
