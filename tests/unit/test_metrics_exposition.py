@@ -22,9 +22,7 @@ def serving_version() -> ServingVersion:
     session = ort.InferenceSession(
         onnx_models.add_constant("FP32", ["batch", 4], 1.0).SerializeToString(), providers=["CPUExecutionProvider"]
     )
-    config = complete_from_graph(
-        complete_core_fields(__import__("server.proto.model_config_pb2", fromlist=["x"]).ModelConfig(), "add"), graph_signature(session)
-    )
+    config = complete_from_graph(complete_core_fields(mc.ModelConfig(), "add"), graph_signature(session))
     complete_instance_groups(config, gpu_count=0)
     config.metric_tags["team"] = "vision"
     return ServingVersion("add", 3, config, [ModelInstance("add_0", session, "cpu")], VersionHistograms())
