@@ -96,7 +96,8 @@ class ServerProcess:
             raise
 
     def __enter__(self) -> ServerProcess:
-        return self.start()
+        # A process started before the with-block is taken over, not started a second time.
+        return self if self.process is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         if self.process is not None and self.process.poll() is None:
