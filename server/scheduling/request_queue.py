@@ -48,6 +48,9 @@ class RequestQueue:
         self._policy = policy
         self._levels = [_Level(level_policy) for level_policy in policy.levels]
         self._size = 0
+        # False while no queued job carries a queue timeout or a caller deadline (the common
+        # case): then nothing can expire and sweeps only drop cancelled jobs.
+        self._may_expire = False
 
     def __len__(self) -> int:
         return self._size
@@ -65,6 +68,8 @@ class RequestQueue:
         job.timeout_at_ns = now_ns + timeout_ns if timeout_ns else 0
         level.normal.append(job)
         self._size += 1
+        if job.timeout_at_ns or job.deadline_ns:
+            self._may_expire = True
 
     def ordered(self, now_ns: int, fail: FailJob) -> list[InferenceJob]:
         """The live jobs in dispatch order, after dropping abandoned ones and applying timeouts.
@@ -75,15 +80,26 @@ class RequestQueue:
         jobs: list[InferenceJob] = []
         for level in self._levels:
             if level.normal:
-                self._sweep(level, now_ns, fail)
+                if self._may_expire:
+                    self._sweep(level, now_ns, fail)
+                elif any(job.future.done() for job in level.normal):
+                    self._drop_abandoned(level)
             if level.delayed:
                 self._sweep_delayed(level, now_ns, fail)
             jobs.extend(level.normal)
             jobs.extend(level.delayed)
+        if not jobs:
+            self._may_expire = False
         return jobs
 
     def remove(self, chosen: list[InferenceJob]) -> None:
         """Take dispatched jobs out of the queue."""
+        first = self._levels[0].normal
+        if len(first) >= len(chosen) and all(a is b for a, b in zip(first, chosen)):
+            for _ in chosen:  # the usual case: the batch is the head of the top level
+                first.popleft()
+            self._size -= len(chosen)
+            return
         ids = {id(job) for job in chosen}
         for level in self._levels:
             for queue in (level.normal, level.delayed):
@@ -95,6 +111,8 @@ class RequestQueue:
 
     def next_expiry_ns(self) -> int | None:
         """The earliest queue-timeout or deadline among queued jobs (to wake up for it)."""
+        if not self._may_expire:
+            return None
         times = [
             t
             for level in self._levels
@@ -112,6 +130,7 @@ class RequestQueue:
             level.normal.clear()
             level.delayed.clear()
         self._size = 0
+        self._may_expire = False
         return jobs
 
     def _sweep(self, level: _Level, now_ns: int, fail: FailJob) -> None:
@@ -128,6 +147,11 @@ class RequestQueue:
                 fail(job, timeout_expired(), FailureReason.REJECTED)
                 continue
             kept.append(job)
+        level.normal = kept
+
+    def _drop_abandoned(self, level: _Level) -> None:
+        kept = deque(job for job in level.normal if not job.future.done())
+        self._size -= len(level.normal) - len(kept)
         level.normal = kept
 
     def _sweep_delayed(self, level: _Level, now_ns: int, fail: FailJob) -> None:
