@@ -58,52 +58,53 @@ def request_from_pb(message: pb.ModelInferRequest, deadline: float | None) -> In
     Raw entries belong, in order, to the inputs that are not in shared memory: tritonclient's
     ``set_shared_memory`` sends no entry for such an input (Triton maps them the same way), so
     that input reaches validation without data and is refused as shared memory.
+
+    This runs for every request, so it touches each protobuf field once (upb builds a Python
+    object per access) and builds nothing it does not return.
     """
-    tensors = list(message.inputs)
-    raw = list(message.raw_input_contents)
-    if raw and (len(raw) != len(tensors) or any(t.parameters for t in tensors)):
-        raw = _raw_per_input(message, tensors, raw)
     model_name = message.model_name
-    inputs = [_input_from_pb(tensor, raw[index] if raw else None, model_name) for index, tensor in enumerate(tensors)]
+    tensors = message.inputs
+    inputs: list[InferInput] = []
+    in_shared_memory = False
+    for tensor in tensors:
+        params = tensor.parameters
+        if params:
+            in_shared_memory = in_shared_memory or _SHARED_MEMORY_REGION in params
+            inputs.append(InferInput(tensor.name, tensor.datatype, tuple(tensor.shape), None, None, parameters_from_pb(params)))
+        else:
+            inputs.append(InferInput(tensor.name, tensor.datatype, tuple(tensor.shape)))
+    raw = message.raw_input_contents
+    if raw:
+        if len(raw) != len(inputs) or in_shared_memory:
+            _attach_raw_by_position(message, inputs, list(raw))
+        else:
+            for item, data in zip(inputs, raw):
+                item.raw = data
+    for item, tensor in zip(inputs, tensors):
+        if tensor.HasField("contents"):
+            if item.raw is not None:
+                raise ServerError.invalid_arg(
+                    f"contents field must not be specified when using raw_input_contents for '{item.name}' for model '{model_name}'"
+                )
+            item.array = _array_from_contents(tensor, model_name)
+    outputs = [
+        RequestedOutput(o.name, parameters_from_pb(o.parameters)) if o.parameters else RequestedOutput(o.name) for o in message.outputs
+    ]
+    params = message.parameters
     return InferRequest(
-        model_name=model_name,
-        model_version=message.model_version,
-        id=message.id,
-        inputs=inputs,
-        outputs=[RequestedOutput(o.name, parameters_from_pb(o.parameters) if o.parameters else {}) for o in message.outputs],
-        parameters=parameters_from_pb(message.parameters) if message.parameters else {},
-        deadline=deadline,
+        model_name, message.model_version, message.id, inputs, outputs, parameters_from_pb(params) if params else {}, deadline
     )
 
 
-def _raw_per_input(message: pb.ModelInferRequest, tensors: list, raw: list[bytes]) -> list[bytes | None]:
-    """Match raw entries to the inputs that are not in shared memory; INVALID_ARG if they differ."""
-    with_raw = [index for index, tensor in enumerate(tensors) if not (tensor.parameters and _SHARED_MEMORY_REGION in tensor.parameters)]
+def _attach_raw_by_position(message: pb.ModelInferRequest, inputs: list[InferInput], raw: list[bytes]) -> None:
+    """Give raw entries to the inputs not in shared memory, in order; INVALID_ARG if counts differ."""
+    with_raw = [item for item in inputs if _SHARED_MEMORY_REGION not in item.parameters]
     if len(raw) != len(with_raw):
         raise ServerError.invalid_arg(
             f"expected {len(with_raw)} raw_input_contents entries (one per input) but got {len(raw)} for model '{message.model_name}'"
         )
-    by_input = dict(zip(with_raw, raw))
-    return [by_input.get(index) for index in range(len(tensors))]
-
-
-def _input_from_pb(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None, model_name: str) -> InferInput:
-    item = InferInput(
-        tensor.name,
-        tensor.datatype,
-        tuple(tensor.shape),
-        parameters=parameters_from_pb(tensor.parameters) if tensor.parameters else {},
-    )
-    has_contents = tensor.HasField("contents")
-    if raw is not None:
-        if has_contents:
-            raise ServerError.invalid_arg(
-                f"contents field must not be specified when using raw_input_contents for '{tensor.name}' for model '{model_name}'"
-            )
-        item.raw = raw
-    elif has_contents:
-        item.array = _array_from_contents(tensor, model_name)
-    return item
+    for item, data in zip(with_raw, raw):
+        item.raw = data
 
 
 def _array_from_contents(tensor: pb.ModelInferRequest.InferInputTensor, model_name: str) -> np.ndarray:
