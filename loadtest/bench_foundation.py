@@ -14,24 +14,16 @@ import argparse
 import json
 import os
 import platform
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import grpc
 import onnxruntime
 
-from loadtest import perf_analyzer, raw_ort
-from server.proto import grpc_service_pb2 as pb
-from server.proto import grpc_service_pb2_grpc as pb_grpc
+from loadtest import perf_analyzer, raw_ort, servers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "loadtest" / "results"
@@ -52,70 +44,12 @@ class Row:
     p99_us: float | None
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1.0) as response:
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
-
-
-def grpc_metadata_ok(url: str) -> bool:
-    with grpc.insecure_channel(url) as channel:
-        try:
-            pb_grpc.GRPCInferenceServiceStub(channel).ServerMetadata(pb.ServerMetadataRequest(), timeout=1.0)
-            return True
-        except grpc.RpcError:
-            return False
-
-
-@contextmanager
-def subprocess_server(name: str, command: list[str], ready: Callable[[], bool], timeout_s: float = 60.0) -> Iterator[None]:
-    """Run ``command`` (output to results/<name>.log) until the block ends; SIGTERM, then kill."""
-    log_path = RESULTS_DIR / f"{name}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + timeout_s
-            while not ready():
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} did not become ready (exit {process.poll()}); see {log_path}")
-                time.sleep(0.2)
-            yield
-        finally:
-            stop(process)
-
-
-def stop(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def start_ortserve(stack: ExitStack) -> str:
-    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
-    command = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--model-repository", str(REPO_ROOT / "model_repo")]
-    command += ["--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port)]
-    ready_url = f"http://127.0.0.1:{http_port}/v2/health/ready"
-    stack.enter_context(subprocess_server("ortserve", command, lambda: http_ok(ready_url)))
-    return f"127.0.0.1:{grpc_port}"
+    return stack.enter_context(servers.ortserve(REPO_ROOT / "model_repo", [], "ortserve", RESULTS_DIR)).grpc_url
 
 
 def start_floor(stack: ExitStack) -> str:
-    url = f"127.0.0.1:{free_port()}"
-    command = [sys.executable, "-m", "loadtest.floor_server", "--port", url.rpartition(":")[2]]
-    stack.enter_context(subprocess_server("floor", command, lambda: grpc_metadata_ok(url)))
-    return url
+    return stack.enter_context(servers.floor(RESULTS_DIR)).grpc_url
 
 
 def perf_args(mode: str, concurrency: Sequence[int], interval_ms: int, stability_pct: int) -> list[str]:

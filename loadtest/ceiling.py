@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from loadtest.raw_ort import CeilingResult, make_session, random_feeds
+from loadtest.raw_ort import CeilingResult, make_session, random_feeds, time_runs
 
 MIN_RUNS = 3
 WARMUP_S = 0.5
@@ -37,26 +37,7 @@ def _measure(
     run(None, feeds)  # the first run at a new shape allocates; never timed
     while time.perf_counter() < warm_until:
         run(None, feeds)
-    durations_ns: list[int] = []
-    start = now = time.perf_counter_ns()
-    deadline = start + int(seconds * 1e9)
-    while now < deadline or len(durations_ns) < MIN_RUNS:
-        run(None, feeds)
-        finished = time.perf_counter_ns()
-        durations_ns.append(finished - now)
-        now = finished
-    elapsed_s = (now - start) / 1e9
-    p50, p99 = np.percentile(np.array(durations_ns) / 1e3, [50, 99])
-    return CeilingResult(
-        model=str(model_file),
-        batch=batch,
-        threads=threads,
-        seconds=round(elapsed_s, 3),
-        runs=len(durations_ns),
-        throughput=round(len(durations_ns) * batch / elapsed_s, 1),
-        p50_us=round(float(p50), 1),
-        p99_us=round(float(p99), 1),
-    )
+    return time_runs(session, feeds, str(model_file), batch, threads, seconds, MIN_RUNS)
 
 
 def mix_sizes(batch_executions: Mapping[int, int], cap: int = 6, coverage: float = 0.9) -> set[int]:

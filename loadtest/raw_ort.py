@@ -85,11 +85,17 @@ def measure(model: Path, batch: int, seconds: float, threads: int, shapes: dict[
     feeds = random_feeds(session, batch, shapes or {})
     for _ in range(WARMUP_RUNS):
         session.run(None, feeds)
+    return time_runs(session, feeds, str(model), batch, threads, seconds)
+
+
+def time_runs(
+    session: ort.InferenceSession, feeds: dict, model: str, batch: int, threads: int, seconds: float, min_runs: int = 1
+) -> CeilingResult:
+    """``session.run`` back to back for ``seconds`` (and at least ``min_runs`` times), timed one by one."""
     durations_ns: list[int] = []
-    start = time.perf_counter_ns()
+    start = now = time.perf_counter_ns()
     deadline = start + int(seconds * 1e9)
-    now = start
-    while now < deadline:
+    while now < deadline or len(durations_ns) < min_runs:
         session.run(None, feeds)
         finished = time.perf_counter_ns()
         durations_ns.append(finished - now)
@@ -97,7 +103,7 @@ def measure(model: Path, batch: int, seconds: float, threads: int, shapes: dict[
     elapsed_s = (now - start) / 1e9
     p50, p99 = np.percentile(np.array(durations_ns) / 1e3, [50, 99])
     return CeilingResult(
-        model=str(model),
+        model=model,
         batch=batch,
         threads=threads,
         seconds=round(elapsed_s, 3),

@@ -4,24 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scripts import onnx_models
+from scripts import build_model_repo, onnx_models
 
 # Datatypes the identity models cover (BF16 is refused by ortserve, see test_datatypes).
 IDENTITY_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES")
 
-SIMPLE_CONFIG = """
-name: "simple"
-platform: "onnxruntime_onnx"
-max_batch_size: 8
-input [
-  { name: "INPUT0", data_type: TYPE_INT32, dims: [ 16 ] },
-  { name: "INPUT1", data_type: TYPE_INT32, dims: [ 16 ] }
-]
-output [
-  { name: "OUTPUT0", data_type: TYPE_INT32, dims: [ 16 ] },
-  { name: "OUTPUT1", data_type: TYPE_INT32, dims: [ 16 ] }
-]
-"""
+# Triton's classic first model, as bundled in model_repo/.
+SIMPLE_CONFIG = build_model_repo.SIMPLE_CONFIG
 
 # Contradicts its graph (which is simple's: INT32 [-1,16]).
 CONTRADICTING_CONFIG = """

@@ -24,29 +24,18 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from loadtest import perf_analyzer, runner
+from loadtest.servers import pinned
 from tests.harness import REPO_ROOT, ServerProcess
 
 MODEL = "mlp"
 CONCURRENCY = 8
 ROUNDS = 5
 TOLERANCE = 0.10
-
-
-@contextmanager
-def pinned(cpus: set[int]) -> Iterator[None]:
-    """Run this process on ``cpus`` for the block; processes started inside inherit it."""
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cpus)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
 
 
 @pytest.fixture(scope="module")
