@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -16,7 +14,6 @@ from server.datatypes import wire_from_ort_type
 from server.repository.signature import GraphSignature, GraphTensor
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class ModelInstance:
@@ -60,22 +57,6 @@ class ModelInstance:
         """
         self._work.put(work)
 
-    async def call(self, fn: Callable[..., T], *args: object) -> T:
-        """Run ``fn(self, *args)`` on this instance's thread and await its result."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-
-        def work() -> None:
-            try:
-                result = fn(self, *args)
-            except BaseException as exc:  # handed to the awaiting coroutine
-                loop.call_soon_threadsafe(_settle_exception, future, exc)
-            else:
-                loop.call_soon_threadsafe(_settle_result, future, result)
-
-        self.post(work)
-        return await future
-
     def _serve(self) -> None:
         while (work := self._work.get()) is not None:
             try:
@@ -88,16 +69,6 @@ class ModelInstance:
         self._work.put(None)
         self._thread.join()
         del self._session
-
-
-def _settle_result(future: asyncio.Future[T], result: T) -> None:
-    if not future.done():
-        future.set_result(result)
-
-
-def _settle_exception(future: asyncio.Future[T], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
 
 
 def graph_signature(session: ort.InferenceSession) -> GraphSignature:

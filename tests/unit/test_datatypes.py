@@ -14,7 +14,6 @@ from server.datatypes import (
     config_to_wire,
     decode_raw,
     deserialize_bytes,
-    element_size,
     encode_raw,
     numpy_dtype,
     serialize_bytes,
@@ -211,7 +210,7 @@ def test_bytes_invalid_utf8_refused(bad: bytes) -> None:
 def test_numpy_dtype_and_back(wire: str) -> None:
     _, np_type, size, _ = FIXED[wire]
     assert numpy_dtype(wire) == np.dtype(np_type)
-    assert element_size(wire) == size
+    assert numpy_dtype(wire).itemsize == size
     assert wire_from_numpy(np.dtype(np_type)) == wire
 
 
