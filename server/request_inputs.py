@@ -6,6 +6,7 @@ Triton's core does, so clients that match on them keep working.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,8 @@ class _FeedPlan:
     batch_size: int
     # (position in request.inputs, tensor spec), in the model's input order.
     order: tuple[tuple[int, TensorSpec], ...]
+    # Each feed's name and non-batch dims: requests batch together only when these match.
+    shape_key: tuple[tuple[str, tuple[int, ...]], ...]
 
 
 def build_feeds(spec: ModelSpec, request: InferRequest) -> tuple[dict[str, np.ndarray], int]:
@@ -47,6 +50,12 @@ def build_feeds(spec: ModelSpec, request: InferRequest) -> tuple[dict[str, np.nd
 
     Raises ServerError(INVALID_ARG/UNSUPPORTED) for anything the model cannot take.
     """
+    feeds, batch_size, _ = prepare_inputs(spec, request)
+    return feeds, batch_size
+
+
+def prepare_inputs(spec: ModelSpec, request: InferRequest) -> tuple[dict[str, np.ndarray], int, Hashable]:
+    """``build_feeds`` plus the batching shape key, both from one validated plan per signature."""
     try:
         signature = tuple((item.name, item.datatype, item.shape, not item.parameters) for item in request.inputs)
         plan: _FeedPlan | None = spec.input_plans.get(signature)
@@ -57,7 +66,7 @@ def build_feeds(spec: ModelSpec, request: InferRequest) -> tuple[dict[str, np.nd
         feeds = {tensor.name: _decode(spec, tensor, request.inputs[index]) for index, tensor in plan.order}
     except ServerError as error:
         raise ServerError(error.code, request_prefix(request) + error.message) from None
-    return feeds, plan.batch_size
+    return feeds, plan.batch_size, plan.shape_key
 
 
 def _validate(spec: ModelSpec, request: InferRequest) -> _FeedPlan:
@@ -68,7 +77,15 @@ def _validate(spec: ModelSpec, request: InferRequest) -> _FeedPlan:
         _check_input(spec, spec.inputs[item.name], item)
     # In the model's input order, so requests that list inputs differently still batch together.
     order = tuple((positions[name], tensor) for name, tensor in spec.inputs.items() if name in positions)
-    return _FeedPlan(batch_size, order)
+    shape_key = tuple((tensor.name, _feed_shape(spec, tensor, request.inputs[index])[1:]) for index, tensor in order)
+    return _FeedPlan(batch_size, order, shape_key)
+
+
+def _feed_shape(spec: ModelSpec, tensor: TensorSpec, item: InferInput) -> tuple[int, ...]:
+    """The shape ONNX Runtime sees for this input (the config's reshape applied)."""
+    if tensor.reshape is None:
+        return item.shape
+    return (item.shape[:1] if spec.batching else ()) + tensor.reshape
 
 
 def requested_output_names(spec: ModelSpec, request: InferRequest) -> tuple[str, ...]:
@@ -76,7 +93,8 @@ def requested_output_names(spec: ModelSpec, request: InferRequest) -> tuple[str,
     if not request.outputs:
         return tuple(spec.outputs)
     names = tuple(output.name for output in request.outputs)
-    if names in spec.output_plans and not any(output.parameters for output in request.outputs):
+    plain = not any(output.parameters for output in request.outputs)
+    if plain and names in spec.output_plans:
         return names
     for output in request.outputs:
         if output.name not in spec.outputs:
@@ -85,7 +103,7 @@ def requested_output_names(spec: ModelSpec, request: InferRequest) -> tuple[str,
             raise ServerError.unsupported(f"{request_prefix(request)}output '{output.name}': the classification extension is not supported")
         if any(key in output.parameters for key in _SHARED_MEMORY_KEYS):
             raise ServerError.unsupported(f"{request_prefix(request)}output '{output.name}': shared memory is not supported by ortserve")
-    if len(spec.output_plans) < _MAX_REMEMBERED_SIGNATURES and not any(output.parameters for output in request.outputs):
+    if plain and len(spec.output_plans) < _MAX_REMEMBERED_SIGNATURES:
         spec.output_plans[names] = names
     return names
 
@@ -152,8 +170,7 @@ def _decode(spec: ModelSpec, tensor: TensorSpec, item: InferInput) -> np.ndarray
     else:
         raise ServerError.invalid_arg(f"input '{item.name}' for model '{spec.name}' has no data")
     if tensor.reshape is not None:
-        batch = item.shape[:1] if spec.batching else ()
-        array = array.reshape(batch + tensor.reshape)
+        array = array.reshape(_feed_shape(spec, tensor, item))
     return array
 
 

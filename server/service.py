@@ -21,7 +21,7 @@ from server.observability.statistics import FailureReason, RequestTiming
 from server.proto import model_config_pb2 as mc
 from server.repository.manager import ModelManager
 from server.repository.model_version import ServingVersion
-from server.request_inputs import build_feeds, requested_output_names
+from server.request_inputs import prepare_inputs, requested_output_names
 from server.request_parameters import scheduling_parameters
 from server.scheduling.job import InferenceJob
 from server.settings import ModelControlMode
@@ -193,14 +193,14 @@ class InferenceService:
         try:
             params = scheduling_parameters(request.parameters)
             output_names = requested_output_names(serving.spec, request)
-            feeds, batch_size = build_feeds(serving.spec, request)
+            feeds, batch_size, shape_key = prepare_inputs(serving.spec, request)
             job = InferenceJob(
                 feeds=feeds,
                 rows=batch_size,
                 output_names=output_names,
                 future=asyncio.get_running_loop().create_future(),
                 timing=RequestTiming(received_ns=received_ns, enqueued_ns=monotonic_ns()),
-                shape_key=tuple((name, array.shape[1:]) for name, array in feeds.items()),
+                shape_key=shape_key,
                 priority=params.priority,
                 timeout_us=params.timeout_us,
                 deadline_ns=int(request.deadline * 1e9) if request.deadline is not None else 0,
