@@ -1,18 +1,25 @@
 """The batch-formation rule, as a pure function of the queue and the clock.
 
 When an instance is free, the scheduler asks ``form_batch`` what to do with the queue (oldest
-first, highest priority first). The rule, following Triton's dynamic batcher:
+first, highest priority first). The rule is Triton 2.41's dynamic batcher (GetDynamicBatch in
+its core), stated here as a pure function:
 
-1. The head (oldest request) starts the batch. Later requests join in queue order if their
-   non-batch input shapes equal the head's, while the summed batch dims fit max_batch_size.
-   A request with other shapes is skipped (it waits for a later batch, and becomes a head
-   itself once it is the oldest, so it is never starved). The scan stops at the first
-   compatible request that would overflow max_batch_size.
-2. If the candidates fill max_batch_size, dispatch them at once.
-3. Else, if a prefix of the candidates sums exactly to a preferred batch size, dispatch the
-   longest such prefix at once.
-4. Else, if the head has waited at least max_queue_delay, dispatch every candidate.
-5. Else, wait until the head's delay runs out (new arrivals are considered before then).
+1. The head (oldest request) starts the batch; later requests join in queue order. A request's
+   rows are its batch dim (at least 1). "The largest preferred size" is the largest
+   ``preferred_batch_size``, or ``max_batch_size`` when none is set.
+2. The scan stops at the first request that cannot join: one that would overflow
+   ``max_batch_size``, or whose non-ragged input shapes differ from the head's. Such a request
+   closes the batch: what has been gathered cannot grow, so it is dispatched at once. (The
+   request that stopped the scan heads the next batch; nothing is skipped or reordered.)
+3. While scanning, the batch remembers its last "good place to cut": each time the rows reach a
+   preferred size, and the point just before the rows would first exceed the largest preferred
+   size. If such a cut exists and the head has not waited a (non-zero) ``max_queue_delay`` yet,
+   dispatch the requests up to that cut at once.
+4. Otherwise dispatch everything gathered at once if the scan was stopped (rule 2), if the rows
+   reach the largest preferred size, if the head has waited ``max_queue_delay``, or if that delay
+   is 0.
+5. Otherwise the batch could still grow: wait until the head's delay runs out (new arrivals are
+   considered before then).
 
 Without merging (max_batch_size 0, or no dynamic_batching), every request is its own batch.
 """
@@ -48,6 +55,11 @@ class BatchingRule:
     def merges(self) -> bool:
         return self.max_batch_size > 0
 
+    @property
+    def largest_preferred(self) -> int:
+        """Rows at which a batch stops waiting for more (Triton's max preferred batch size)."""
+        return self.preferred_batch_sizes[-1] if self.preferred_batch_sizes else self.max_batch_size
+
     @classmethod
     def from_config(cls, config: mc.ModelConfig) -> BatchingRule:
         if config.max_batch_size <= 0 or not config.HasField("dynamic_batching"):
@@ -62,9 +74,9 @@ class BatchingRule:
 
 @dataclass(frozen=True, slots=True)
 class Dispatch:
-    """Run these queue positions (ascending) as one batch now."""
+    """Run the first ``count`` queued requests as one batch now."""
 
-    positions: tuple[int, ...]
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,28 +91,28 @@ def form_batch(queue: Sequence[Candidate], now_ns: int, rule: BatchingRule) -> D
     if not queue:
         return None
     if not rule.merges:
-        return Dispatch((0,))
+        return Dispatch(1)
     head = queue[0]
-    positions = [0]
-    rows = head.rows
-    preferred_prefix = len(positions) if rows in rule.preferred_batch_sizes else 0
+    largest_preferred = rule.largest_preferred
+    rows = max(1, head.rows)
+    count = 1
+    cut = 1 if rows in rule.preferred_batch_sizes else 0
+    stopped = False
     for position in range(1, len(queue)):
-        if rows >= rule.max_batch_size:
-            break
         candidate = queue[position]
-        if candidate.shape_key != head.shape_key:
-            continue
-        if rows + candidate.rows > rule.max_batch_size:
+        joined = rows + max(1, candidate.rows)
+        if joined > largest_preferred and not cut:
+            cut = count
+        if joined > rule.max_batch_size or candidate.shape_key != head.shape_key:
+            stopped = True
             break
-        positions.append(position)
-        rows += candidate.rows
+        rows, count = joined, count + 1
         if rows in rule.preferred_batch_sizes:
-            preferred_prefix = len(positions)
-    if rows >= rule.max_batch_size:
-        return Dispatch(tuple(positions))
-    if preferred_prefix:
-        return Dispatch(tuple(positions[:preferred_prefix]))
-    deadline = head.enqueued_ns + rule.max_queue_delay_ns
-    if now_ns >= deadline:
-        return Dispatch(tuple(positions))
-    return WaitUntil(deadline)
+            cut = count
+    no_delay = rule.max_queue_delay_ns == 0
+    delay_over = not no_delay and now_ns - head.enqueued_ns >= rule.max_queue_delay_ns
+    if cut and not delay_over:
+        return Dispatch(cut)
+    if stopped or delay_over or no_delay or rows >= largest_preferred:
+        return Dispatch(count)
+    return WaitUntil(head.enqueued_ns + rule.max_queue_delay_ns)

@@ -24,8 +24,8 @@ import logging
 import math
 from collections import deque
 
-from server.errors import ServerError
-from server.observability.statistics import FailureReason, ModelStats
+from server.errors import ErrorCode, FailureReason, ServerError
+from server.observability.statistics import ModelStats
 from server.runtime.instance import ModelInstance
 from server.scheduling.base import Scheduler
 from server.scheduling.batch_policy import BatchingRule, Dispatch, WaitUntil, form_batch
@@ -101,7 +101,7 @@ class DynamicBatcher(Scheduler):
                 drained.cancel()
                 log.warning("drain timed out with %d queued requests", len(self._queue))
         for job in self._queue.drain_all():
-            job.fail(ServerError.unavailable("model version was unloaded"), FailureReason.OTHER)
+            job.fail(ServerError.unavailable("model version was unloaded"))
         if self._timer is not None:
             self._timer.cancel()
 
@@ -123,7 +123,7 @@ class DynamicBatcher(Scheduler):
             return None
         now = self._clock.now_ns()
         rule = BatchingRule(self._rule.max_batch_size) if self._closing else self._rule
-        jobs = self._queue.ordered(now, self._fail)
+        jobs = self._queue.ordered(now, InferenceJob.fail)
         wait_until = None
         while self._idle and jobs:
             if not rule.merges:
@@ -138,9 +138,7 @@ class DynamicBatcher(Scheduler):
                 break
             if not isinstance(decision, Dispatch):
                 break
-            chosen = set(decision.positions)
-            batch = [jobs[p] for p in decision.positions]
-            jobs = [job for p, job in enumerate(jobs) if p not in chosen]
+            batch, jobs = jobs[: decision.count], jobs[decision.count :]
             self._queue.remove(batch)
             self._dispatch(self._idle.popleft(), [batch])
         if self._release is not None:
@@ -193,7 +191,7 @@ class DynamicBatcher(Scheduler):
         else:
             log.warning("batch of %d failed on %s: %s", len(jobs), instance.name, error)
             for job in jobs:
-                self._settle(job, ServerError.internal(str(error)))
+                self._settle(job, ServerError(ErrorCode.INTERNAL, str(error), FailureReason.BACKEND))
 
     def _instance_free(self, instance: ModelInstance) -> None:
         """On the loop: the instance finished its hand-over; decide what it runs next."""
@@ -206,12 +204,9 @@ class DynamicBatcher(Scheduler):
         else:
             self._release.complete(job, lambda: _resolve(job, error))
 
-    def _fail(self, job: InferenceJob, error: ServerError, reason: FailureReason) -> None:
-        job.fail(error, reason)
-
 
 def _resolve(job: InferenceJob, error: ServerError | None) -> None:
     if error is None:
         job.succeed()
     else:
-        job.fail(error, FailureReason.BACKEND)
+        job.fail(error)

@@ -40,13 +40,19 @@ def test_empty_queue_has_nothing_to_do() -> None:
 
 def test_without_merging_each_request_runs_alone() -> None:
     clock = FakeClock()
-    assert form_batch(queue_at(clock, 1, 1, 1), clock.now_ns(), BatchingRule(0)) == Dispatch((0,))
+    assert form_batch(queue_at(clock, 1, 1, 1), clock.now_ns(), BatchingRule(0)) == Dispatch(1)
 
 
 def test_zero_delay_dispatches_whatever_is_queued_at_once() -> None:
     clock = FakeClock()
     queue = queue_at(clock, 1, 1, 1)
-    assert form_batch(queue, clock.now_ns(), rule(delay_us=0)) == Dispatch((0, 1, 2))
+    assert form_batch(queue, clock.now_ns(), rule(delay_us=0)) == Dispatch(3)
+
+
+def test_zero_delay_still_cuts_at_a_preferred_size() -> None:
+    clock = FakeClock()
+    queue = queue_at(clock, 1, 1, 1)
+    assert form_batch(queue, clock.now_ns(), rule(preferred=(2,), delay_us=0)) == Dispatch(2)
 
 
 def test_waits_for_the_oldest_requests_delay_then_dispatches() -> None:
@@ -57,20 +63,26 @@ def test_waits_for_the_oldest_requests_delay_then_dispatches() -> None:
     clock.advance_us(79)  # queue_at left the clock 20 µs after the head: now 99 µs
     assert form_batch(queue, clock.now_ns(), rule(delay_us=100)) == WaitUntil(head_deadline)
     clock.advance_us(1)  # exactly the delay
-    assert form_batch(queue, clock.now_ns(), rule(delay_us=100)) == Dispatch((0, 1))
+    assert form_batch(queue, clock.now_ns(), rule(delay_us=100)) == Dispatch(2)
 
 
 def test_reaching_max_batch_size_closes_the_batch_before_the_delay() -> None:
     clock = FakeClock()
     queue = queue_at(clock, 2, 2, 2, 2, 1)
-    assert form_batch(queue, clock.now_ns(), rule(max_batch=8, delay_us=10_000)) == Dispatch((0, 1, 2, 3))
+    assert form_batch(queue, clock.now_ns(), rule(max_batch=8, delay_us=10_000)) == Dispatch(4)
+
+
+def test_exactly_max_batch_size_with_nothing_behind_is_dispatched_at_once() -> None:
+    clock = FakeClock()
+    queue = queue_at(clock, 4, 4)
+    assert form_batch(queue, clock.now_ns(), rule(max_batch=8, delay_us=10_000)) == Dispatch(2)
 
 
 def test_preferred_size_closes_the_batch_at_once_with_the_largest_reached() -> None:
     clock = FakeClock()
     queue = queue_at(clock, 1, 1, 1, 1, 1)
     decision = form_batch(queue, clock.now_ns(), rule(max_batch=16, preferred=(2, 4), delay_us=10_000))
-    assert decision == Dispatch((0, 1, 2, 3))
+    assert decision == Dispatch(4)
 
 
 def test_preferred_size_not_reached_waits() -> None:
@@ -80,33 +92,55 @@ def test_preferred_size_not_reached_waits() -> None:
     assert decision == WaitUntil(queue[0].enqueued_ns + 500_000)
 
 
+def test_a_single_request_above_the_largest_preferred_size_runs_at_once() -> None:
+    # Triton: a batch that already reached the largest preferred size cannot get any better.
+    clock = FakeClock()
+    queue = queue_at(clock, 7)
+    assert form_batch(queue, clock.now_ns(), rule(max_batch=8, preferred=(2, 6), delay_us=10_000_000)) == Dispatch(1)
+
+
+def test_a_request_that_would_pass_the_largest_preferred_size_cuts_the_batch_before_it() -> None:
+    clock = FakeClock()
+    queue = queue_at(clock, 3, 4)
+    assert form_batch(queue, clock.now_ns(), rule(max_batch=16, preferred=(2, 6), delay_us=10_000)) == Dispatch(1)
+
+
+def test_once_the_delay_is_over_the_batch_may_grow_past_the_largest_preferred_size() -> None:
+    clock = FakeClock()
+    queue = queue_at(clock, 3, 4, gap_us=20)
+    decision = form_batch(queue, clock.now_ns(), rule(max_batch=16, preferred=(2, 6), delay_us=10))
+    assert decision == Dispatch(2)
+
+
 def test_requests_with_batch_dims_above_one_count_their_rows() -> None:
     clock = FakeClock()
     queue = queue_at(clock, 3, 4, 2)
-    assert form_batch(queue, clock.now_ns(), rule(max_batch=8, delay_us=0)) == Dispatch((0, 1))
+    assert form_batch(queue, clock.now_ns(), rule(max_batch=8, delay_us=0)) == Dispatch(2)
 
 
-def test_a_request_that_would_overflow_stops_the_batch_and_heads_the_next() -> None:
+def test_a_request_that_would_overflow_sends_the_batch_at_once_and_heads_the_next() -> None:
     clock = FakeClock()
     queue = queue_at(clock, 6, 4, 1)
-    assert form_batch(queue, clock.now_ns(), rule(max_batch=8)) == Dispatch((0,))
-    assert form_batch(queue[1:], clock.now_ns(), rule(max_batch=8)) == Dispatch((0, 1))
+    long_delay = rule(max_batch=8, delay_us=10_000_000)
+    assert form_batch(queue, clock.now_ns(), long_delay) == Dispatch(1)
+    # The next batch (4 + 1 rows) could still grow, so it waits for its head's delay.
+    assert form_batch(queue[1:], clock.now_ns(), long_delay) == WaitUntil(queue[1].enqueued_ns + 10_000_000_000)
 
 
-def test_different_shapes_never_share_a_batch() -> None:
+def test_a_different_shape_sends_the_batch_at_once_and_heads_the_next() -> None:
     clock = FakeClock()
     queue = [*queue_at(clock, 1), *queue_at(clock, 1, shape=SHAPE_B), *queue_at(clock, 1, 1)]
-    assert form_batch(queue, clock.now_ns(), rule(max_batch=8)) == Dispatch((0, 2, 3))
+    long_delay = rule(max_batch=8, delay_us=10_000_000)
+    assert form_batch(queue, clock.now_ns(), long_delay) == Dispatch(1)
+    assert queue[1].shape_key == SHAPE_B
+    assert form_batch(queue[1:], clock.now_ns(), long_delay) == Dispatch(1)
+    assert isinstance(form_batch(queue[2:], clock.now_ns(), long_delay), WaitUntil)
 
 
-def test_a_skipped_shape_is_not_starved_it_heads_the_next_batch() -> None:
+def test_empty_requests_count_as_one_row() -> None:
     clock = FakeClock()
-    queue = [*queue_at(clock, 1), *queue_at(clock, 1, shape=SHAPE_B), *queue_at(clock, 1)]
-    first = form_batch(queue, clock.now_ns(), rule(max_batch=8))
-    assert first == Dispatch((0, 2))
-    remaining = [item for i, item in enumerate(queue) if i not in first.positions]
-    assert remaining[0].shape_key == SHAPE_B
-    assert form_batch(remaining, clock.now_ns(), rule(max_batch=8)) == Dispatch((0,))
+    queue = queue_at(clock, 0, 0)
+    assert form_batch(queue, clock.now_ns(), rule(max_batch=8, preferred=(2,), delay_us=10_000)) == Dispatch(2)
 
 
 def test_delay_counts_from_the_head_not_the_newest_request() -> None:
@@ -114,7 +148,7 @@ def test_delay_counts_from_the_head_not_the_newest_request() -> None:
     queue = queue_at(clock, 1, gap_us=300)
     queue += queue_at(clock, 1)
     # The head has waited 300 µs of a 250 µs delay: dispatch, even though the second just arrived.
-    assert form_batch(queue, clock.now_ns(), rule(delay_us=250)) == Dispatch((0, 1))
+    assert form_batch(queue, clock.now_ns(), rule(delay_us=250)) == Dispatch(2)
 
 
 @pytest.mark.parametrize(
