@@ -22,13 +22,32 @@ class ErrorCode(enum.Enum):
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
 
 
-class ServerError(Exception):
-    """A failure with a neutral code and the exact message a client should see."""
+class FailureReason(enum.Enum):
+    """Why a request failed: Triton's ``reason`` label on nv_inference_request_failure.
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    It travels on the ServerError, so every failure is counted from the error itself, in one
+    place, whichever part of the server refused the request.
+    """
+
+    # The scheduler refused it: queue full, or its queue timeout expired.
+    REJECTED = "REJECTED"
+    # The caller went away or its deadline passed before it ran.
+    CANCELED = "CANCELED"
+    # ONNX Runtime failed while running it.
+    BACKEND = "BACKEND"
+    # Anything else: a bad request, an unknown model, an unloaded version.
+    OTHER = "OTHER"
+
+
+class ServerError(Exception):
+    """A failure with a neutral code, the exact message a client should see, and the reason it
+    is counted under in the failure metrics."""
+
+    def __init__(self, code: ErrorCode, message: str, reason: FailureReason = FailureReason.OTHER) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.reason = reason
 
     def __repr__(self) -> str:
         return f"ServerError({self.code.name}, {self.message!r})"

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from server.errors import FailureReason
 from server.observability.histograms import VersionHistograms, render_histograms
-from server.observability.statistics import FailureReason, ModelStats
+from server.observability.statistics import ModelStats
 from server.repository.model_version import ServingVersion
 
 Sample = tuple[dict[str, str], float]

@@ -6,19 +6,11 @@ before they are recorded), so plain integers suffice and readers see consistent 
 
 from __future__ import annotations
 
-import enum
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-
-class FailureReason(enum.Enum):
-    """Triton's ``reason`` label on nv_inference_request_failure."""
-
-    REJECTED = "REJECTED"
-    CANCELED = "CANCELED"
-    BACKEND = "BACKEND"
-    OTHER = "OTHER"
+from server.errors import FailureReason
 
 
 @dataclass(slots=True)

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from server.observability.statistics import FailureReason, RequestTiming
+from server.errors import ServerError
+from server.observability.statistics import RequestTiming
 
 
 @dataclass(slots=True, eq=False)
@@ -39,8 +40,6 @@ class InferenceJob:
     # Arrival order within the scheduler (used to release responses in order).
     sequence: int = 0
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
-    # Why the job failed, for nv_inference_request_failure{reason}; set with the exception.
-    failure_reason: FailureReason = FailureReason.OTHER
 
     @property
     def enqueued_ns(self) -> int:
@@ -54,7 +53,6 @@ class InferenceJob:
         if not self.future.done():
             self.future.set_result(self.outputs)
 
-    def fail(self, error: BaseException, reason: FailureReason) -> None:
+    def fail(self, error: ServerError) -> None:
         if not self.future.done():
-            self.failure_reason = reason
             self.future.set_exception(error)

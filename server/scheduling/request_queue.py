@@ -11,8 +11,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from server.errors import ErrorCode, ServerError
-from server.observability.statistics import FailureReason
+from server.errors import ErrorCode, FailureReason, ServerError
 from server.scheduling.job import InferenceJob
 from server.scheduling.queue_policy import PriorityPolicy, QueuePolicy, TimeoutAction
 
@@ -27,20 +26,20 @@ class _Level:
         return len(self.normal) + len(self.delayed)
 
 
-# Called for each job the queue drops: (job, error, failure reason).
-FailJob = Callable[[InferenceJob, ServerError, FailureReason], None]
+# Called for each job the queue drops, with the error it fails with.
+FailJob = Callable[[InferenceJob, ServerError], None]
 
 
 def queue_full() -> ServerError:
-    return ServerError.unavailable("Exceeds maximum queue size")
+    return ServerError(ErrorCode.UNAVAILABLE, "Exceeds maximum queue size", FailureReason.REJECTED)
 
 
 def timeout_expired() -> ServerError:
-    return ServerError.unavailable("Request timeout expired")
+    return ServerError(ErrorCode.UNAVAILABLE, "Request timeout expired", FailureReason.REJECTED)
 
 
 def deadline_exceeded() -> ServerError:
-    return ServerError(ErrorCode.DEADLINE_EXCEEDED, "Deadline exceeded while the request was queued")
+    return ServerError(ErrorCode.DEADLINE_EXCEEDED, "Deadline exceeded while the request was queued", FailureReason.CANCELED)
 
 
 class RequestQueue:
@@ -144,7 +143,7 @@ class RequestQueue:
                     level.delayed.append(job)
                     continue
                 self._size -= 1
-                fail(job, timeout_expired(), FailureReason.REJECTED)
+                fail(job, timeout_expired())
                 continue
             kept.append(job)
         level.normal = kept
@@ -164,6 +163,6 @@ class RequestQueue:
             return True
         if job.deadline_ns and now_ns >= job.deadline_ns:
             self._size -= 1
-            fail(job, deadline_exceeded(), FailureReason.CANCELED)
+            fail(job, deadline_exceeded())
             return True
         return False

@@ -9,9 +9,10 @@ import onnxruntime as ort
 from prometheus_client.parser import text_string_to_metric_families
 
 from scripts import onnx_models
+from server.errors import FailureReason
 from server.observability.histograms import Histogram, VersionHistograms
 from server.observability.metrics import render_inference_metrics, render_latency_histograms
-from server.observability.statistics import FailureReason, RequestTiming
+from server.observability.statistics import RequestTiming
 from server.proto import model_config_pb2 as mc
 from server.repository.autocomplete import complete_core_fields, complete_from_graph, complete_instance_groups
 from server.repository.model_version import ServingVersion

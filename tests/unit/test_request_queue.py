@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from server.errors import ErrorCode, ServerError
-from server.observability.statistics import FailureReason, RequestTiming
+from server.errors import ErrorCode, FailureReason, ServerError
+from server.observability.statistics import RequestTiming
 from server.proto import model_config_pb2 as mc
 from server.scheduling.job import InferenceJob
 from server.scheduling.ordering import OrderedRelease
@@ -32,9 +32,9 @@ class Failures:
     def __init__(self) -> None:
         self.items: list[tuple[InferenceJob, ServerError, FailureReason]] = []
 
-    def __call__(self, job: InferenceJob, error: ServerError, reason: FailureReason) -> None:
-        self.items.append((job, error, reason))
-        job.fail(error, reason)
+    def __call__(self, job: InferenceJob, error: ServerError) -> None:
+        self.items.append((job, error, error.reason))
+        job.fail(error)
 
 
 def make_job(loop: asyncio.AbstractEventLoop, clock: FakeClock, name: str, **kwargs: int) -> InferenceJob:
