@@ -16,10 +16,10 @@ import numpy as np
 from google.protobuf import json_format
 
 from server import __version__
-from server.errors import ServerError
-from server.observability.statistics import FailureReason, RequestTiming
+from server.errors import FailureReason, ServerError
+from server.observability.statistics import RequestTiming
 from server.proto import model_config_pb2 as mc
-from server.repository.manager import ModelManager
+from server.repository.manager import ModelManager, parse_version
 from server.repository.model_version import ServingVersion
 from server.request_inputs import prepare_inputs, requested_output_names
 from server.request_parameters import scheduling_parameters
@@ -95,9 +95,27 @@ class InferenceService:
         return self._manager.all_ready() if self._strict_readiness else True
 
     def is_model_ready(self, name: str, version: str) -> bool:
-        """True when the version is READY; raises the lookup error (NOT_FOUND etc.) otherwise."""
+        """Triton's ModelIsReady: False for an unknown model or a version that is not READY.
+
+        Raises INVALID_ARG for a version string that is not a number, and UNAVAILABLE
+        "Server not ready" once shutdown has begun.
+        """
+        if version:
+            parse_version(version)
+        if self._exiting:
+            raise ServerError.unavailable("Server not ready")
+        try:
+            self._manager.get(name, version)
+        except ServerError:
+            return False
+        return True
+
+    def require_model_ready(self, name: str, version: str) -> None:
+        """Like ``is_model_ready`` but raises the lookup error (NOT_FOUND, UNAVAILABLE) that says why
+        a model is not ready; the HTTP frontend answers with it."""
         self._manager.get(name, version)
-        return not self._exiting
+        if self._exiting:
+            raise ServerError.unavailable("Server not ready")
 
     def server_metadata(self) -> ServerMetadata:
         return ServerMetadata(name=self._server_id, version=__version__, extensions=EXTENSIONS)
@@ -206,8 +224,8 @@ class InferenceService:
                 deadline_ns=int(request.deadline * 1e9) if request.deadline is not None else 0,
             )
             serving.scheduler.submit(job)
-        except ServerError:
-            stats.record_failure(FailureReason.OTHER, received_ns, monotonic_ns())
+        except ServerError as error:
+            stats.record_failure(error.reason, received_ns, monotonic_ns())
             raise
         self._enter()
         return PendingInference(serving, request, job, output_names)
@@ -224,7 +242,8 @@ class InferenceService:
                 raise asyncio.CancelledError()
             error = job.future.exception()
             if error is not None:
-                stats.record_failure(job.failure_reason, job.timing.received_ns, monotonic_ns())
+                reason = error.reason if isinstance(error, ServerError) else FailureReason.OTHER
+                stats.record_failure(reason, job.timing.received_ns, monotonic_ns())
                 raise error
             response = _response(pending.serving, pending.request, pending.output_names, job.future.result(), job.rows)
             stats.record_success(job.timing, job.rows, monotonic_ns())

@@ -81,11 +81,9 @@ def test_model_is_ready(client: grpcclient.InferenceServerClient, model: str, ve
     assert client.is_model_ready(model, version) is True
 
 
-def test_model_ready_of_unknown_model_raises_not_found(client: grpcclient.InferenceServerClient) -> None:
-    with pytest.raises(InferenceServerException) as caught:
-        client.is_model_ready("no_such_model")
-    assert caught.value.status() == "StatusCode.NOT_FOUND"
-    assert caught.value.message() == "Request for unknown model: 'no_such_model' is not found"
+def test_model_ready_of_unknown_model_is_false(client: grpcclient.InferenceServerClient) -> None:
+    assert client.is_model_ready("no_such_model") is False
+    assert client.is_model_ready("simple", "9") is False
 
 
 def test_server_metadata(client: grpcclient.InferenceServerClient) -> None:

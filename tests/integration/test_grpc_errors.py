@@ -384,10 +384,18 @@ LOOKUPS = [
 ]
 
 
-@pytest.mark.parametrize("rpc", MODEL_RPCS, ids=list(MODEL_RPCS))
+@pytest.mark.parametrize("rpc", [rpc for rpc in MODEL_RPCS if rpc != "ModelReady"])
 @pytest.mark.parametrize(("model", "version", "code", "expected"), [pytest.param(*row[1:], id=row[0]) for row in LOOKUPS])
 def test_model_lookup_error(clients: Clients, rpc: str, model: str, version: str, code: str, expected: str) -> None:
     assert failure(lambda: MODEL_RPCS[rpc](clients.triton, model, version)) == (code, expected)
+
+
+@pytest.mark.parametrize(("model", "version"), [pytest.param(*row[1:3], id=row[0]) for row in LOOKUPS])
+def test_model_ready_answers_false_where_other_rpcs_fail_the_lookup(clients: Clients, model: str, version: str) -> None:
+    # Triton 2.41: ModelReady is OK with ready=false for an unknown model or an unready version.
+    response = clients.stub.ModelReady(pb.ModelReadyRequest(name=model, version=version), timeout=10)
+    assert response.ready is False
+    assert clients.triton.is_model_ready(model, version) is False
 
 
 @pytest.mark.parametrize("rpc", ["ModelReady", "ModelMetadata", "ModelConfig"])

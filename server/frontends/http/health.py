@@ -19,8 +19,10 @@ def health_routes(service: InferenceService) -> list[web.RouteDef]:
         return _truth(service.is_ready())
 
     async def model_ready(request: web.Request) -> web.Response:
-        # Lookup errors (unknown model, unready version) propagate to the error middleware.
-        return _truth(service.is_model_ready(request.match_info["model"], request.match_info.get("version", "")))
+        # Lookup errors (unknown model, unready version) propagate to the error middleware: HTTP
+        # clients get the reason with its status, where gRPC answers OK with ready=false.
+        service.require_model_ready(request.match_info["model"], request.match_info.get("version", ""))
+        return _truth(True)
 
     return [
         web.get("/v2/health/live", live),
