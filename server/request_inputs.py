@@ -181,7 +181,8 @@ def _check_shape(spec: ModelSpec, tensor: TensorSpec, item: InferInput) -> None:
         )
     shape = item.shape[1:] if spec.batching else item.shape
     matches = len(shape) == len(tensor.dims) and all(d == -1 or d == s for d, s in zip(tensor.dims, shape))
-    if matches:
+    # A scalar may also come as the ONNX graph declares it: no dims besides the batch dim.
+    if matches or (tensor.scalar and shape == ()):
         return
     expected = format_dims(spec.wire_shape(tensor))
     raise ServerError.invalid_arg(

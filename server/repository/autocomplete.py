@@ -91,11 +91,12 @@ def _fill_tensor(entry: mc.ModelInput | mc.ModelOutput, tensor: GraphTensor, bat
     dims = tensor.shape[1:] if batching else tensor.shape
     if dims:
         entry.dims.extend(dims)
-    else:
-        # A rank-1 batched tensor (or a scalar): clients send [batch, 1] / [1], the model sees
-        # [batch] / []. Triton adds the reshape only when batching; we add it for scalars too so
-        # scalar-input models serve.
-        entry.dims.append(1)
+        return
+    # A rank-1 batched tensor or a scalar: clients send [batch, 1] / [1], the model sees [batch]
+    # / []. Triton's backend adds the empty reshape only when batching (its core refuses an empty
+    # reshape without batching); a scalar graph tensor is fed as a scalar anyway (see spec.py).
+    entry.dims.append(1)
+    if batching:
         entry.reshape.SetInParent()
 
 
@@ -106,7 +107,7 @@ def complete_instance_groups(config: mc.ModelConfig, gpu_count: int) -> None:
     measured faster here, see runtime/threads.py). GPU groups default to one instance per GPU.
     """
     if not config.instance_group:
-        config.instance_group.add()
+        config.instance_group.add(name=config.name)  # Triton names the group it adds after the model
     for index, group in enumerate(config.instance_group):
         if not group.name:
             group.name = f"{config.name}_{index}"
@@ -123,3 +124,16 @@ def complete_batching_defaults(config: mc.ModelConfig) -> None:
     batching = config.HasField("dynamic_batching") and config.max_batch_size > 0
     if batching and not config.dynamic_batching.preferred_batch_size:
         config.dynamic_batching.preferred_batch_size.append(config.max_batch_size)
+
+
+def complete_optimization_defaults(config: mc.ModelConfig) -> None:
+    """Triton's core turns pinned host memory on for inputs and outputs unless the config says.
+
+    ortserve reports them as Triton does (clients and tools read the completed config); ONNX
+    Runtime on CPU has no pinned staging, so they change nothing there.
+    """
+    optimization = config.optimization
+    if not optimization.HasField("input_pinned_memory"):
+        optimization.input_pinned_memory.enable = True
+    if not optimization.HasField("output_pinned_memory"):
+        optimization.output_pinned_memory.enable = True

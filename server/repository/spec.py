@@ -8,6 +8,7 @@ from typing import Any
 
 from server.datatypes import config_to_wire
 from server.proto import model_config_pb2 as mc
+from server.repository.signature import GraphSignature, GraphTensor
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +20,9 @@ class TensorSpec:
     # The shape the ONNX graph sees (without batch dim) when the config has a reshape, else None.
     reshape: tuple[int, ...] | None
     optional: bool = False
+    # ONNX Runtime sees this tensor as a scalar (no dims besides the batch dim) while the config
+    # describes it with dims of ones, as Triton does ([1]); a request may send either shape.
+    scalar: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,20 +45,29 @@ class ModelSpec:
         return (-1, *tensor.dims) if self.batching else tensor.dims
 
 
-def spec_from_config(config: mc.ModelConfig) -> ModelSpec:
+def spec_from_config(config: mc.ModelConfig, graph: GraphSignature | None = None) -> ModelSpec:
+    """The request spec of a validated config; ``graph`` tells which tensors are ONNX scalars."""
+    batching = config.max_batch_size > 0
+    graph_inputs = {t.name: t for t in graph.inputs} if graph else {}
+    graph_outputs = {t.name: t for t in graph.outputs} if graph else {}
     return ModelSpec(
         name=config.name,
         max_batch_size=config.max_batch_size,
-        inputs={entry.name: _tensor_spec(entry) for entry in config.input},
-        outputs={entry.name: _tensor_spec(entry) for entry in config.output},
+        inputs={entry.name: _tensor_spec(entry, graph_inputs.get(entry.name), batching) for entry in config.input},
+        outputs={entry.name: _tensor_spec(entry, graph_outputs.get(entry.name), batching) for entry in config.output},
     )
 
 
-def _tensor_spec(entry: mc.ModelInput | mc.ModelOutput) -> TensorSpec:
+def _tensor_spec(entry: mc.ModelInput | mc.ModelOutput, graph_tensor: GraphTensor | None, batching: bool) -> TensorSpec:
+    reshape = tuple(entry.reshape.shape) if entry.HasField("reshape") else None
+    graph_rank = None if graph_tensor is None else len(graph_tensor.shape) - (1 if batching else 0)
+    # Triton feeds a scalar graph tensor as a scalar whatever its config dims of ones say.
+    scalar = reshape == () or (graph_rank == 0 and all(d == 1 for d in entry.dims))
     return TensorSpec(
         name=entry.name,
         datatype=config_to_wire(mc.DataType.Name(entry.data_type)),
         dims=tuple(entry.dims),
-        reshape=tuple(entry.reshape.shape) if entry.HasField("reshape") else None,
+        reshape=() if scalar else reshape,
         optional=getattr(entry, "optional", False),
+        scalar=scalar,
     )

@@ -17,7 +17,7 @@ import numpy as np
 from server.datatypes import config_to_wire, decode_raw, numpy_dtype
 from server.errors import ServerError
 from server.proto import model_config_pb2 as mc
-from server.repository.spec import ModelSpec, spec_from_config
+from server.repository.spec import ModelSpec
 from server.runtime.instance import ModelInstance
 
 log = logging.getLogger(__name__)
@@ -30,9 +30,8 @@ class WarmupReport:
     seconds: float
 
 
-def warmup_feeds(config: mc.ModelConfig, sample: mc.ModelWarmup, model_dir: Path) -> dict[str, np.ndarray]:
+def warmup_feeds(config: mc.ModelConfig, spec: ModelSpec, sample: mc.ModelWarmup, model_dir: Path) -> dict[str, np.ndarray]:
     """The ORT feeds of one warmup sample. Raises INVALID_ARG naming the sample and input."""
-    spec = spec_from_config(config)
     feeds: dict[str, np.ndarray] = {}
     for name, tensor in spec.inputs.items():
         if name not in sample.inputs:
@@ -93,13 +92,13 @@ def _error(config: mc.ModelConfig, sample: mc.ModelWarmup, detail: str) -> Serve
     return ServerError.invalid_arg(f"model '{config.name}': warmup sample '{sample.name}': {detail}")
 
 
-def run_warmup(config: mc.ModelConfig, instances: list[ModelInstance], model_dir: Path) -> WarmupReport:
+def run_warmup(config: mc.ModelConfig, spec: ModelSpec, instances: list[ModelInstance], model_dir: Path) -> WarmupReport:
     """Blocking (a load thread). Raises INVALID_ARG for a bad sample, INTERNAL if ORT fails."""
     started = time.monotonic()
     executions = 0
     outputs = [output.name for output in config.output]
     for sample in config.model_warmup:
-        feeds = warmup_feeds(config, sample, model_dir)
+        feeds = warmup_feeds(config, spec, sample, model_dir)
         for instance in instances:
             for _ in range(max(sample.count, 1)):
                 try:

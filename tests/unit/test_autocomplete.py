@@ -146,14 +146,15 @@ def test_non_batchable_graph_with_max_batch_size_fails() -> None:
     )
 
 
-def test_scalar_input_gets_dims_one_and_empty_reshape() -> None:
+def test_scalar_input_gets_dims_one_and_no_reshape_without_batching() -> None:
+    # Triton's ORT backend: dims [1]; an empty reshape only when batching (its core refuses one
+    # without batching). The scalar is still fed as a scalar (server/repository/spec.py).
     graph = GraphSignature(inputs=(GraphTensor("scale", "FP32", ()),), outputs=(GraphTensor("y", "FP32", (3,)),))
     completed = complete_from_graph(config(), graph)
     assert completed.max_batch_size == 0
     scalar = completed.input[0]
     assert dims(scalar) == [1]
-    assert scalar.HasField("reshape")
-    assert list(scalar.reshape.shape) == []
+    assert not scalar.HasField("reshape")
     assert dims(completed.output[0]) == [3]
     assert not completed.output[0].HasField("reshape")
 
@@ -212,7 +213,9 @@ def test_bf16_graph_tensor_completes_then_validation_refuses() -> None:
     graph = GraphSignature(inputs=(GraphTensor("x", "BF16", (-1, 4)),), outputs=(GraphTensor("y", "FP32", (-1, 4)),))
     completed = complete_from_graph(config(), graph)
     assert completed.input[0].data_type == mc.TYPE_BF16
-    with pytest.raises(ServerError, match=r"^model 'm': input 'x' has data_type TYPE_BF16, which ortserve does not support$"):
+    with pytest.raises(
+        ServerError, match=r"^unable to load model 'm', input 'x' has data_type TYPE_BF16, which ortserve does not support$"
+    ):
         validate_config(completed, graph)
 
 
@@ -227,7 +230,7 @@ def test_completed_config_validates() -> None:
 def test_default_instance_group_is_one_cpu_instance() -> None:
     completed = config(name="resnet")
     complete_instance_groups(completed, gpu_count=0)
-    assert [(g.name, g.kind, g.count, list(g.gpus)) for g in completed.instance_group] == [("resnet_0", KIND_CPU, 1, [])]
+    assert [(g.name, g.kind, g.count, list(g.gpus)) for g in completed.instance_group] == [("resnet", KIND_CPU, 1, [])]
 
 
 def test_kind_auto_resolves_to_gpu_with_all_gpus() -> None:

@@ -10,6 +10,7 @@ from google.protobuf import text_format
 
 from server.errors import ErrorCode, ServerError
 from server.proto import model_config_pb2 as mc
+from server.repository.signature import GraphSignature, GraphTensor
 from server.repository.spec import ModelSpec, TensorSpec, spec_from_config
 from server.request_inputs import build_feeds, requested_output_names
 from server.request_parameters import SchedulingParameters, scheduling_parameters
@@ -72,7 +73,7 @@ def test_spec_from_config() -> None:
     model = spec_from_config(config)
     assert model.batching
     assert model.inputs == {
-        "ids": TensorSpec(name="ids", datatype="INT64", dims=(1,), reshape=()),
+        "ids": TensorSpec(name="ids", datatype="INT64", dims=(1,), reshape=(), scalar=True),
         "text": TensorSpec(name="text", datatype="BYTES", dims=(-1,), reshape=None, optional=True),
     }
     assert model.outputs == {"y": TensorSpec(name="y", datatype="FP16", dims=(2, 3), reshape=None)}
@@ -118,6 +119,38 @@ def test_reshape_applied_to_scalar_feed() -> None:
     model = spec(0, tensor("scale", "FP32", (1,), reshape=()))
     feeds, _ = build_feeds(model, request(fp32("scale", (1,))))
     assert feeds["scale"].shape == ()
+
+
+SCALAR_GRAPH = GraphSignature(
+    inputs=(GraphTensor("x", "FP32", (-1,)), GraphTensor("sr", "INT64", ())), outputs=(GraphTensor("y", "FP32", ()),)
+)
+SCALAR_CONFIG = (
+    'name: "vad" input [ { name: "x" data_type: TYPE_FP32 dims: [ -1 ] }, { name: "sr" data_type: TYPE_INT64 dims: [ 1 ] } ] '
+    'output [ { name: "y" data_type: TYPE_FP32 dims: [ 1 ] } ]'
+)
+
+
+def test_a_graph_scalar_described_as_dims_one_is_fed_as_a_scalar() -> None:
+    model = spec_from_config(text_format.Parse(SCALAR_CONFIG, mc.ModelConfig()), SCALAR_GRAPH)
+    assert model.inputs["sr"].scalar and model.inputs["sr"].reshape == ()
+    assert model.outputs["y"].scalar and not model.inputs["x"].scalar
+    assert model.wire_shape(model.inputs["sr"]) == (1,)
+
+
+@pytest.mark.parametrize("shape", [(1,), ()], ids=["config-dims", "graph-rank-0"])
+def test_a_scalar_input_is_accepted_as_config_dims_or_as_rank_0(shape: tuple[int, ...]) -> None:
+    model = spec_from_config(text_format.Parse(SCALAR_CONFIG, mc.ModelConfig()), SCALAR_GRAPH)
+    sr = InferInput(name="sr", datatype="INT64", shape=shape, raw=struct.pack("<q", 16000))
+    feeds, _ = build_feeds(model, request(fp32("x", (3,)), sr))
+    assert feeds["sr"].shape == () and int(feeds["sr"]) == 16000
+
+
+def test_a_scalar_input_of_the_wrong_rank_is_refused_with_tritons_message() -> None:
+    model = spec_from_config(text_format.Parse(SCALAR_CONFIG, mc.ModelConfig()), SCALAR_GRAPH)
+    sr = InferInput(name="sr", datatype="INT64", shape=(1, 1), raw=struct.pack("<q", 16000))
+    assert refusal(model, request(fp32("x", (3,)), sr)) == (
+        f"{NO_ID}unexpected shape for input 'sr' for model 'vad'. Expected [1], got [1,1]. "
+    )
 
 
 def test_optional_input_may_be_left_out() -> None:

@@ -48,26 +48,49 @@ def test_config_may_fix_a_dynamic_dim() -> None:
     validate_config(cfg, GRAPH)
 
 
-def test_config_may_not_loosen_a_fixed_dim() -> None:
+def test_input_dims_may_not_loosen_a_fixed_dim() -> None:
     cfg = config()
     cfg.input[0].dims[0] = -1
     assert refusal(cfg) == (
-        "model 'm': input 'INPUT0' has dims [-1] in the config but the ONNX graph has [16] (the batch dim is implied by max_batch_size)"
+        "model 'm', tensor 'INPUT0': the model expects 2 dimensions (shape [-1,16]) but the model configuration specifies "
+        "2 dimensions (an initial batch dimension because max_batch_size > 0 followed by the explicit tensor shape, "
+        "making complete shape [-1,-1])"
     )
 
 
 def test_wrong_data_type_names_tensor_and_both_types() -> None:
     cfg = config()
     cfg.input[0].data_type = mc.TYPE_INT32
-    assert refusal(cfg) == "model 'm': input 'INPUT0' has data_type TYPE_INT32 in the config but the ONNX graph has FP32"
+    assert (
+        refusal(cfg) == "unable to load model 'm', configuration expects datatype TYPE_INT32 for input 'INPUT0', model provides TYPE_FP32"
+    )
+
+
+def test_wrong_output_data_type() -> None:
+    cfg = config()
+    cfg.output[0].data_type = mc.TYPE_INT8
+    assert (
+        refusal(cfg) == "unable to load model 'm', configuration expects datatype TYPE_INT8 for output 'OUTPUT0', model provides TYPE_FP32"
+    )
 
 
 def test_wrong_output_dims_show_both() -> None:
     cfg = config()
     cfg.output[0].dims[:] = [4, 4]
     assert refusal(cfg) == (
-        "model 'm': output 'OUTPUT0' has dims [4,4] in the config but the ONNX graph has [16] (the batch dim is implied by max_batch_size)"
+        "model 'm', tensor 'OUTPUT0': the model expects 2 dimensions (shape [-1,16]) but the model configuration specifies "
+        "3 dimensions (an initial batch dimension because max_batch_size > 0 followed by the explicit tensor shape, "
+        "making complete shape [-1,4,4])"
     )
+
+
+def test_output_dims_must_match_exactly() -> None:
+    # Triton compares outputs exactly: a config may not fix a dim the graph leaves dynamic.
+    graph = GraphSignature(inputs=GRAPH.inputs, outputs=(GraphTensor("OUTPUT0", "FP32", (-1, -1)),))
+    cfg = config()
+    assert refusal(cfg, graph).startswith("model 'm', tensor 'OUTPUT0': the model expects 2 dimensions (shape [-1,-1])")
+    cfg.output[0].dims[:] = [-1]
+    validate_config(cfg, graph)
 
 
 def test_dims_compared_without_batch_note_when_not_batching() -> None:
@@ -75,7 +98,10 @@ def test_dims_compared_without_batch_note_when_not_batching() -> None:
         'name: "m" input [ { name: "state" data_type: TYPE_FP32 dims: [ 2, 64 ] } ] '
         'output [ { name: "out" data_type: TYPE_FP32 dims: [ 2, 128 ] } ]'
     )
-    assert refusal(cfg, FIXED_LEADING) == "model 'm': input 'state' has dims [2,64] in the config but the ONNX graph has [2,128]"
+    assert refusal(cfg, FIXED_LEADING) == (
+        "model 'm', tensor 'state': the model expects 2 dimensions (shape [2,128]) but the model configuration specifies "
+        "2 dimensions (shape [2,64])"
+    )
 
 
 def test_reshape_is_what_is_compared_with_the_graph() -> None:
@@ -87,25 +113,31 @@ def test_reshape_is_what_is_compared_with_the_graph() -> None:
     )
     validate_config(cfg, graph)
     cfg.input[0].reshape.shape[:] = [4, 4]
-    assert refusal(cfg, graph).startswith("model 'm': input 'x' has reshape [4,4] in the config but the ONNX graph has [2,8]")
+    assert refusal(cfg, graph).startswith("model 'm', tensor 'x': the model expects 3 dimensions (shape [-1,2,8])")
 
 
 def test_config_input_not_in_graph_lists_graph_names() -> None:
     cfg = config()
     cfg.input[1].name = "INPUT9"
-    assert refusal(cfg) == "model 'm': config input 'INPUT9' is not an input of the ONNX graph (graph inputs: ['INPUT0', 'INPUT1'])"
+    assert refusal(cfg) == "unexpected inference input 'INPUT9', allowed inputs are: INPUT0, INPUT1"
 
 
 def test_config_output_not_in_graph_lists_graph_names() -> None:
     cfg = config()
     cfg.output[0].name = "probs"
-    assert refusal(cfg) == "model 'm': config output 'probs' is not an output of the ONNX graph (graph outputs: ['OUTPUT0'])"
+    assert refusal(cfg) == "unexpected inference output 'probs', allowed outputs are: OUTPUT0"
 
 
 def test_graph_input_missing_from_config() -> None:
     cfg = config()
     del cfg.input[1]
-    assert refusal(cfg) == "model 'm': ONNX graph input(s) ['INPUT1'] are missing from the config inputs"
+    assert refusal(cfg) == "unable to load model 'm', configuration expects 1 inputs, model provides 2"
+
+
+def test_too_many_config_inputs() -> None:
+    cfg = config()
+    cfg.input.add(name="EXTRA", data_type=mc.TYPE_FP32, dims=[1])
+    assert refusal(cfg) == "unable to load model 'm', configuration expects 3 inputs, model provides 2"
 
 
 def test_graph_output_may_be_left_out() -> None:
@@ -119,8 +151,62 @@ def test_batching_on_a_fixed_leading_dim() -> None:
         'output [ { name: "out" data_type: TYPE_FP32 dims: [ 128 ] } ]'
     )
     assert refusal(cfg, FIXED_LEADING) == (
-        "model 'm': max_batch_size > 0 needs a dynamic first dim on every tensor, but input 'state' has shape [2,128] in the ONNX graph"
+        "model 'm', tensor 'state': for the model to support batching the shape should have at least 1 dimension and the "
+        "first dimension must be -1; but shape expected by the model is [2,128]"
     )
+
+
+SCALAR = GraphSignature(
+    inputs=(GraphTensor("x", "FP32", (-1,)), GraphTensor("scale", "FP32", ())), outputs=(GraphTensor("y", "FP32", (-1,)),)
+)
+
+
+def test_scalar_tensor_takes_dims_of_ones_without_batching() -> None:
+    cfg = config(
+        'name: "m" input [ { name: "x" data_type: TYPE_FP32 dims: [ -1 ] }, { name: "scale" data_type: TYPE_FP32 dims: [ 1 ] } ] '
+        'output [ { name: "y" data_type: TYPE_FP32 dims: [ -1 ] } ]'
+    )
+    validate_config(cfg, SCALAR)
+    cfg.input[1].dims[:] = [2]
+    assert refusal(cfg, SCALAR) == (
+        "unable to load model 'm', scalar tensor 'scale', should only provide 1 in the model configuration when the model "
+        "doesn't support batching. Model configuration provided: [2]."
+    )
+
+
+def test_optional_input_is_refused_when_batching() -> None:
+    cfg = config()
+    cfg.input[1].optional = True
+    assert refusal(cfg) == ("unable to load model 'm', configuration expects 1 inputs, model provides 2")
+    graph = GraphSignature(inputs=GRAPH.inputs[:1], outputs=GRAPH.outputs)
+    assert refusal(cfg, graph) == "unable to load model 'm', optional input 'INPUT1' is not supported for models that support batching"
+
+
+RAGGED = GraphSignature(inputs=(GraphTensor("x", "FP32", (-1,)),), outputs=(GraphTensor("y", "FP32", (-1,)),))
+
+
+def test_ragged_input_needs_a_rank_one_dynamic_graph_input() -> None:
+    cfg = config(
+        'name: "m" max_batch_size: 8 input [ { name: "x" data_type: TYPE_FP32 dims: [ -1 ] allow_ragged_batch: true } ] '
+        'output [ { name: "y" data_type: TYPE_FP32 dims: [ 1 ] reshape { shape: [ ] } } ]'
+    )
+    validate_config(cfg, RAGGED)
+    graph = GraphSignature(inputs=(GraphTensor("x", "FP32", (-1, 4)),), outputs=RAGGED.outputs)
+    assert refusal(cfg, graph) == (
+        "unable to load model 'm', configuration expects model provides input with shape [-1]  for ragged input 'x', model provides [-1,4]"
+    )
+
+
+def test_batch_input_counts_as_a_graph_input() -> None:
+    graph = GraphSignature(inputs=(*RAGGED.inputs, GraphTensor("n", "FP32", (-1,))), outputs=RAGGED.outputs)
+    cfg = config(
+        'name: "m" max_batch_size: 8 input [ { name: "x" data_type: TYPE_FP32 dims: [ -1 ] allow_ragged_batch: true } ] '
+        'batch_input [ { kind: BATCH_ELEMENT_COUNT target_name: "n" data_type: TYPE_FP32 source_input: "x" } ] '
+        'output [ { name: "y" data_type: TYPE_FP32 dims: [ 1 ] reshape { shape: [ ] } } ]'
+    )
+    validate_config(cfg, graph)
+    del cfg.batch_input[:]
+    assert refusal(cfg, graph) == "unable to load model 'm', configuration expects 1 inputs, model provides 2"
 
 
 def test_decoupled_is_refused() -> None:
@@ -135,17 +221,10 @@ def test_negative_max_batch_size() -> None:
     assert refusal(cfg) == "model 'm': max_batch_size must be >= 0, got -1"
 
 
-@pytest.mark.parametrize("field", ["input", "output"])
-def test_config_without_inputs_or_outputs(field: str) -> None:
+def test_config_without_outputs() -> None:
     cfg = config()
-    cfg.ClearField(field)
-    assert refusal(cfg) == "model 'm': the config must list at least one input and one output"
-
-
-def test_tensor_without_dims() -> None:
-    cfg = config()
-    cfg.input[0].ClearField("dims")
-    assert refusal(cfg) == "model 'm': input 'INPUT0' must specify dims"
+    cfg.ClearField("output")
+    assert refusal(cfg) == "model 'm': the config must list at least one output"
 
 
 def test_string_tensor_matches_bytes_graph_type() -> None:
@@ -163,4 +242,7 @@ def test_graph_type_without_wire_equivalent_is_a_type_mismatch() -> None:
         'name: "m" max_batch_size: 2 input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ] '
         'output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] } ]'
     )
-    assert refusal(cfg, graph) == "model 'm': input 'x' has data_type TYPE_FP32 in the config but the ONNX graph has seq(tensor(float))"
+    assert refusal(cfg, graph) == (
+        "unable to load model 'm', configuration expects datatype TYPE_FP32 for input 'x', model provides TYPE_INVALID "
+        "(ONNX type seq(tensor(float)), which has no Triton datatype)"
+    )
