@@ -149,6 +149,16 @@ def _default_max_batch_size(backend_configs: list[str]) -> int:
     return result
 
 
+def _distinct_paths(paths: Sequence[str]) -> tuple[Path, ...]:
+    """Each repository once: the same directory given twice (even spelled differently) is one
+    repository, as in Triton, not two that hold the same models."""
+    seen: dict[Path, Path] = {}
+    for text in paths:
+        path = Path(text)
+        seen.setdefault(path.resolve(), path)
+    return tuple(seen.values())
+
+
 def _histogram_latencies(metrics_configs: list[str]) -> bool:
     enabled = True
     for entry in metrics_configs:
@@ -169,7 +179,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
     args = parser.parse_args(argv)
     try:
         return Settings(
-            model_repositories=tuple(Path(p) for p in args.model_repository or ()),
+            model_repositories=_distinct_paths(args.model_repository or ()),
             host=args.host,
             http_port=args.http_port,
             grpc_port=args.grpc_port,

@@ -22,6 +22,19 @@ class ErrorCode(enum.Enum):
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
 
 
+# Triton's Status::CodeString for each code (DEADLINE_EXCEEDED is ortserve's own).
+_STATUS_TEXT = {
+    ErrorCode.INVALID_ARG: "Invalid argument",
+    ErrorCode.NOT_FOUND: "Not found",
+    ErrorCode.UNAVAILABLE: "Unavailable",
+    ErrorCode.INTERNAL: "Internal",
+    ErrorCode.UNSUPPORTED: "Unsupported",
+    ErrorCode.ALREADY_EXISTS: "Already exists",
+    ErrorCode.CANCELLED: "Cancelled",
+    ErrorCode.DEADLINE_EXCEEDED: "Deadline exceeded",
+}
+
+
 class FailureReason(enum.Enum):
     """Why a request failed: Triton's ``reason`` label on nv_inference_request_failure.
 
@@ -51,6 +64,11 @@ class ServerError(Exception):
 
     def __repr__(self) -> str:
         return f"ServerError({self.code.name}, {self.message!r})"
+
+    def status_text(self) -> str:
+        """Triton's Status::AsString(), e.g. "Invalid argument: <message>": how Triton words a
+        load failure in RepositoryIndex reasons and load errors."""
+        return f"{_STATUS_TEXT[self.code]}: {self.message}"
 
     @classmethod
     def invalid_arg(cls, message: str) -> ServerError:

@@ -136,15 +136,23 @@ class InferenceService:
         return self._manager.get(name, version).config
 
     def statistics(self, name: str, version: str) -> list[ServingVersion]:
-        """The loaded versions whose statistics are asked for ("" name = every model)."""
+        """The READY versions whose statistics are asked for ("" name = every model; a version
+        without a name is ignored, as in Triton).
+
+        Raises INVALID_ARG with Triton's words when the model or version is not available.
+        """
         if not name:
-            if version:
-                raise ServerError.invalid_arg("a model version was given without a model name")
             return self._manager.all_serving()
-        if version:
-            return [self._manager.get(name, version)]
-        self._manager.get(name, "")  # NOT_FOUND for an unknown model, as Triton answers
-        return self._manager.ready_versions(name)
+        number = parse_version(version) if version else None
+        ready = self._manager.ready_versions(name)
+        if not ready:
+            raise ServerError.invalid_arg(f"requested model '{name}' is not available")
+        if number is None:
+            return ready
+        chosen = [serving for serving in ready if serving.version == number]
+        if not chosen:
+            raise ServerError.invalid_arg(f"requested model version is not available for model '{name}'")
+        return chosen
 
     def repository_index(self, ready_only: bool) -> list[ModelIndexEntry]:
         return self._manager.index(ready_only)
@@ -156,15 +164,17 @@ class InferenceService:
         model bytes, written to a private directory. Raises ServerError.
         """
         self._require_explicit_mode()
+        # Triton refuses these while polling the repository; its words, then the reason.
+        refused = f"failed to load '{name}', failed to poll from model repository: "
+        if files and config_json is None:
+            raise ServerError.invalid_arg(refused + "Load parameter 'config' must be specified for model file override")
         config = None
         if config_json is not None:
             config = mc.ModelConfig()
             try:
                 json_format.Parse(config_json, config)
             except json_format.ParseError as exc:
-                raise ServerError.invalid_arg(
-                    f"failed to load '{name}': the 'config' parameter is not a valid model config: {exc}"
-                ) from None
+                raise ServerError.invalid_arg(refused + f"Invalid config override: {exc}") from None
         await self._manager.load(name, config, files)
 
     async def unload_model(self, name: str, unload_dependents: bool) -> None:
@@ -176,13 +186,12 @@ class InferenceService:
         await self._manager.unload(name)
 
     def _require_explicit_mode(self) -> None:
+        # Triton answers with this text in modes poll and none alike; the mode follows it.
+        refused = "explicit model load / unload is not allowed if polling is enabled"
         if self._control_mode is ModelControlMode.POLL:
-            raise ServerError.unavailable("explicit model load / unload is not allowed if polling is enabled")
+            raise ServerError.unavailable(refused)
         if self._control_mode is not ModelControlMode.EXPLICIT:
-            raise ServerError.unavailable(
-                "explicit model load / unload is not allowed in model control mode 'none'; "
-                "start the server with --model-control-mode=explicit"
-            )
+            raise ServerError.unavailable(f"{refused} (model control mode is 'none': start the server with --model-control-mode=explicit)")
 
     # ---- inference -----------------------------------------------------------------------
 

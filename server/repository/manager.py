@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from server.errors import ServerError
+from server.errors import ErrorCode, ServerError
 from server.observability.histograms import VersionHistograms
 from server.proto import model_config_pb2 as mc
 from server.repository import version_policy
@@ -131,13 +131,12 @@ class ModelManager:
         else:
             scanned = await self._scan({name})
             if name not in scanned:
-                raise ServerError.not_found(f"failed to load '{name}': model not found in any model repository")
+                raise ServerError.not_found(
+                    f"failed to load '{name}', failed to poll from model repository: model not found in any model repository"
+                )
             source, fingerprint = scanned[name]
         record = await self._apply(name, source, fingerprint, config_override, force=True, private_dir=directory if files else None)
-        failures = [f"version {v}: {e.reason}" for v, e in sorted(record.versions.items()) if e.reason]
-        if record.error or failures:
-            detail = record.error or "; ".join(failures)
-            raise ServerError.invalid_arg(f"failed to load '{name}': {detail}")
+        load_failure(record)
 
     async def unload(self, name: str) -> None:
         """Drain and unload every version of ``name``. Raises NOT_FOUND for an unknown name."""
@@ -184,7 +183,7 @@ class ModelManager:
             config = config_override if config_override is not None else _file_config(source)
             versions = version_policy.select_versions(config.version_policy, source.versions)
         except ServerError as error:
-            self._model_failed(record, error.message)
+            self._model_failed(record, error.message, error.code)
             return False
         if not versions:
             self._model_failed(
@@ -215,6 +214,7 @@ class ModelManager:
     ) -> bool:
         """Load one version next to whatever serves it now; True once the new load serves."""
         entry = record.versions.setdefault(version, VersionRecord(version))
+        entry.error_code = None
         if entry.serving is None:
             entry.state, entry.reason = ModelState.LOADING, ""
         started = time.monotonic()
@@ -223,27 +223,28 @@ class ModelManager:
                 self._load_pool, load_version, config, source.name, version, source.versions[version], source.directory, self._load_options
             )
         except Exception as exc:  # a bug or an unexpected ORT failure must not stop other models
-            reason = exc.message if isinstance(exc, ServerError) else f"internal error while loading: {exc}"
+            error = exc if isinstance(exc, ServerError) else ServerError.internal(f"internal error while loading: {exc}")
             if not isinstance(exc, ServerError):
                 log.exception("model '%s' version %d failed to load", source.name, version)
+            entry.error_code = error.code
             if entry.serving is not None:
-                entry.reason = f"reload failed, the previous load keeps serving: {reason}"
+                entry.reason = f"reload failed, the previous load keeps serving: {error.status_text()}"
             else:
-                entry.state, entry.reason = ModelState.UNAVAILABLE, reason
+                entry.state, entry.reason = ModelState.UNAVAILABLE, error.status_text()
             log.error("model '%s' version %d: %s", source.name, version, entry.reason)
             return False
         histograms = VersionHistograms() if self._settings.histogram_latencies else None
-        new = ServingVersion(source.name, version, loaded.config, loaded.instances, histograms, time.monotonic() - started)
+        new = ServingVersion(source.name, version, loaded.config, loaded.instances, histograms, time.monotonic() - started, loaded.spec)
         old, entry.serving = entry.serving, new
-        entry.state, entry.reason = ModelState.READY, ""
+        entry.state, entry.reason, entry.error_code = ModelState.READY, "", None
         entry.loaded_from = (fingerprint.model_files, fingerprint.versions[version]) if fingerprint else None
         record.refresh_latest()
         if old is not None:
             self._retire_in_background(old)
         return True
 
-    def _model_failed(self, record: ModelRecord, reason: str) -> None:
-        record.error = reason
+    def _model_failed(self, record: ModelRecord, reason: str, code: ErrorCode = ErrorCode.INVALID_ARG) -> None:
+        record.error, record.error_code = reason, code
         log.error("model '%s' failed: %s", record.name, reason)
 
     def _settle_private_dir(self, record: ModelRecord, private_dir: Path | None, in_use: bool) -> None:
@@ -363,6 +364,20 @@ class ModelManager:
         await asyncio.gather(*(s.close(drain_timeout_secs) for s in serving), *self._retiring)
         self._load_pool.shutdown(wait=False, cancel_futures=True)
         self._private_files.close()
+
+
+def load_failure(record: ModelRecord) -> None:
+    """Raise what a load request answers when the model or any version failed, in Triton's words:
+    "load failed for model 'm': version 1 is at UNAVAILABLE state: Invalid argument: ...;".
+
+    The code is the failure's own (a bad config is INVALID_ARG, an ortserve fault INTERNAL).
+    """
+    if record.error:
+        raise ServerError(record.error_code, f"load failed for model '{record.name}': {record.error}\n")
+    failed = [(v, e) for v, e in sorted(record.versions.items()) if e.error_code is not None]
+    if failed:
+        detail = "".join(f"version {v} is at {e.state.value} state: {e.reason};" for v, e in failed)
+        raise ServerError(failed[0][1].error_code, f"load failed for model '{record.name}': {detail}\n")
 
 
 def _file_config(source: ModelSource) -> mc.ModelConfig:

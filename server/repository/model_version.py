@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server.errors import ErrorCode
 from server.observability.statistics import HistogramSink, ModelStats
 from server.proto import model_config_pb2 as mc
 from server.repository.spec import ModelSpec, spec_from_config
@@ -33,12 +34,13 @@ class ServingVersion:
         instances: list[ModelInstance],
         histograms: HistogramSink | None = None,
         load_duration_secs: float = 0.0,
+        spec: ModelSpec | None = None,
     ) -> None:
         self.name = name
         self.version = version
         self.version_str = str(version)
         self.config = config
-        self.spec: ModelSpec = spec_from_config(config)
+        self.spec: ModelSpec = spec or spec_from_config(config)
         self.instances = instances
         self.stats = ModelStats(histograms=histograms)
         self.load_duration_secs = load_duration_secs
@@ -65,6 +67,8 @@ class VersionRecord:
     version: int
     state: ModelState = ModelState.LOADING
     reason: str = ""
+    # The code of the last failed load (None while it has not failed): a load request answers with it.
+    error_code: ErrorCode | None = None
     serving: ServingVersion | None = None
     # (model-level digest, version digest) of the files ``serving`` was loaded from.
     loaded_from: tuple[str, str] | None = None
@@ -78,6 +82,7 @@ class ModelRecord:
     versions: dict[int, VersionRecord] = field(default_factory=dict)
     # A problem with the model as a whole (bad config.pbtxt, no version directory, not found).
     error: str = ""
+    error_code: ErrorCode = ErrorCode.INVALID_ARG
     # Whether the model should be loaded now (explicit unload clears it).
     wanted: bool = True
     # Fingerprint of the files at the last load attempt; polling retries only when it changes.

@@ -8,6 +8,7 @@ version's UNAVAILABLE reason.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from server.errors import ServerError
 from server.proto import model_config_pb2 as mc
 from server.repository import autocomplete
 from server.repository.batching_validation import validate_batching
+from server.repository.io_validation import validate_io_config
+from server.repository.spec import ModelSpec, spec_from_config
 from server.repository.validation import validate_config
 from server.runtime.devices import DeviceChoice, device_choices
 from server.runtime.gpus import usable_gpu_count
@@ -37,18 +40,22 @@ class LoadOptions:
 @dataclass(slots=True)
 class LoadedVersion:
     config: mc.ModelConfig
+    spec: ModelSpec
     instances: list[ModelInstance]
     warmup: WarmupReport
 
 
 def model_file(version_dir: Path, config: mc.ModelConfig) -> Path:
     """The ONNX file: ``<version>/<default_model_filename>``, or the file of that name inside it
-    when it is a directory holding external data (Triton's layout)."""
+    when it is a directory holding external data (Triton's layout).
+
+    Raises UNAVAILABLE with Triton's message; the path is shown relative to the model directory.
+    """
     path = version_dir / config.default_model_filename
     if path.is_dir():
         path = path / config.default_model_filename
     if not path.is_file():
-        raise ServerError.invalid_arg(f"model file not found: {path}")
+        raise ServerError.unavailable(f"unable to find '{shown_path(path, version_dir.parent)}' for model instance '{config.name}'")
     return path
 
 
@@ -61,33 +68,55 @@ def load_version(
     """
     config = autocomplete.complete_core_fields(file_config, model_name)
     path = model_file(version_dir, config)
-    probe = _open_session(path, config, DeviceChoice.cpu(), options)
+    probe = _open_session(path, model_dir, config, DeviceChoice.cpu(), options)
     config = autocomplete.complete_from_graph(config, graph_signature(probe), options.default_max_batch_size)
     autocomplete.complete_instance_groups(config, gpu_count=usable_gpu_count())
     autocomplete.complete_batching_defaults(config)
-    validate_config(config, graph_signature(probe))
+    autocomplete.complete_optimization_defaults(config)
+    validate_io_config(config)
+    graph = graph_signature(probe)
+    validate_config(config, graph)
     validate_batching(config)
+    spec = spec_from_config(config, graph)
     devices = device_choices(config)
     instances: list[ModelInstance] = []
     try:
         for index, device in enumerate(devices):
             # The CPU session opened for auto-complete serves as the first plain CPU instance.
             reuse = index == 0 and device == DeviceChoice.cpu()
-            session = probe if reuse else _open_session(path, config, device, options)
+            session = probe if reuse else _open_session(path, model_dir, config, device, options)
             instances.append(ModelInstance(f"{model_name}_v{version}_{index}", session, device.label, use_io_binding=not device.is_cpu))
-        warmup = run_warmup(config, instances, model_dir)
+        warmup = run_warmup(config, spec, instances, model_dir)
     except BaseException:
         for instance in instances:
             instance.close()
         raise
     if warmup.executions:
         log.info("model '%s' version %d: warmup ran %d execution(s) in %.3fs", model_name, version, warmup.executions, warmup.seconds)
-    return LoadedVersion(config=config, instances=instances, warmup=warmup)
+    return LoadedVersion(config=config, spec=spec, instances=instances, warmup=warmup)
 
 
-def _open_session(path: Path, config: mc.ModelConfig, device: DeviceChoice, options: LoadOptions) -> ort.InferenceSession:
+def _open_session(path: Path, model_dir: Path, config: mc.ModelConfig, device: DeviceChoice, options: LoadOptions) -> ort.InferenceSession:
     session_options = build_session_options(config, options.default_intra_op_threads)
     try:
         return ort.InferenceSession(str(path), sess_options=session_options, providers=device.providers)
     except Exception as exc:  # ORT raises its own exception types for bad files
-        raise ServerError.invalid_arg(f"failed to load '{path}' with ONNX Runtime: {exc}") from None
+        # A file ONNX Runtime cannot open is the model's fault, not the server's: INVALID_ARG.
+        # Clients see the file relative to the model directory, not the server's filesystem.
+        text = onnxruntime_error_text(str(exc)).replace(str(path), shown_path(path, model_dir))
+        raise ServerError.invalid_arg(text) from None
+
+
+def shown_path(path: Path, model_dir: Path) -> str:
+    """How an error names a model file: relative to its model directory, never the host's layout."""
+    return str(path.relative_to(model_dir)) if path.is_relative_to(model_dir) else path.name
+
+
+_ORT_ERROR = re.compile(r"^\[ONNXRuntimeError\] : (\d+) : \w+ : (.*)$", re.DOTALL)
+
+
+def onnxruntime_error_text(message: str) -> str:
+    """Triton's wording of an ONNX Runtime error, "onnx runtime error <code>: <message>", from the
+    Python binding's "[ONNXRuntimeError] : <code> : <NAME> : <message>"."""
+    match = _ORT_ERROR.match(message)
+    return f"onnx runtime error {match[1]}: {match[2]}" if match else f"onnx runtime error: {message}"

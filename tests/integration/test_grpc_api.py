@@ -340,7 +340,8 @@ def test_repository_index_lists_ready_and_failed_models(client: grpcclient.Infer
     assert ("versioned", "1") not in index  # excluded by version policy latest 2
     corrupt = index[("corrupt", "1")]
     assert corrupt.state == "UNAVAILABLE"
-    assert "failed to load" in corrupt.reason and "Protobuf parsing failed" in corrupt.reason
+    assert corrupt.reason.startswith("Invalid argument: onnx runtime error 7: ") and "Protobuf parsing failed" in corrupt.reason
+    assert "/1/model.onnx" not in corrupt.reason and "1/model.onnx" in corrupt.reason  # no host paths
     contradicting = index[("contradicting", "1")]
     assert contradicting.state == "UNAVAILABLE"
     assert "INPUT0" in contradicting.reason and "TYPE_FP32" in contradicting.reason and "INT32" in contradicting.reason

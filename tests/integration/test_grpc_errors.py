@@ -384,10 +384,23 @@ LOOKUPS = [
 ]
 
 
-@pytest.mark.parametrize("rpc", [rpc for rpc in MODEL_RPCS if rpc != "ModelReady"])
+@pytest.mark.parametrize("rpc", ["ModelMetadata", "ModelConfig"])
 @pytest.mark.parametrize(("model", "version", "code", "expected"), [pytest.param(*row[1:], id=row[0]) for row in LOOKUPS])
 def test_model_lookup_error(clients: Clients, rpc: str, model: str, version: str, code: str, expected: str) -> None:
     assert failure(lambda: MODEL_RPCS[rpc](clients.triton, model, version)) == (code, expected)
+
+
+STATISTICS_LOOKUPS = [
+    ("unknown-model", "no_such_model", "", "requested model 'no_such_model' is not available"),
+    ("unknown-version", "simple", "9", "requested model version is not available for model 'simple'"),
+    ("unready-version", "corrupt", "1", "requested model 'corrupt' is not available"),
+    ("no-ready-version", "corrupt", "", "requested model 'corrupt' is not available"),
+]
+
+
+@pytest.mark.parametrize(("model", "version", "expected"), [pytest.param(*row[1:], id=row[0]) for row in STATISTICS_LOOKUPS])
+def test_statistics_of_an_unavailable_model_or_version(clients: Clients, model: str, version: str, expected: str) -> None:
+    assert failure(lambda: clients.triton.get_inference_statistics(model, version)) == ("INVALID_ARGUMENT", expected)
 
 
 @pytest.mark.parametrize(("model", "version"), [pytest.param(*row[1:3], id=row[0]) for row in LOOKUPS])
@@ -446,6 +459,8 @@ def test_load_and_unload_are_refused_outside_explicit_mode(
     assert_still_serving(clients)
 
 
-def test_statistics_without_a_model_name_but_with_a_version_is_refused(clients: Clients) -> None:
-    code, message = failure(lambda: clients.stub.ModelStatistics(pb.ModelStatisticsRequest(name="", version="1"), timeout=10))
-    assert (code, message) == ("INVALID_ARGUMENT", "a model version was given without a model name")
+def test_statistics_without_a_model_name_ignore_the_version(clients: Clients) -> None:
+    # Triton 2.41 answers with every model's statistics when no name is given, version or not.
+    every = clients.stub.ModelStatistics(pb.ModelStatisticsRequest(name=""), timeout=10)
+    with_version = clients.stub.ModelStatistics(pb.ModelStatisticsRequest(name="", version="1"), timeout=10)
+    assert {(s.name, s.version) for s in with_version.model_stats} == {(s.name, s.version) for s in every.model_stats}

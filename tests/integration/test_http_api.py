@@ -292,7 +292,7 @@ def test_repository_index_lists_ready_and_failed_models(
     index = {(m["name"], m["version"]): m for m in entries}
     assert index[("simple", "1")] == {"name": "simple", "version": "1", "state": "READY", "reason": ""}
     assert index[("corrupt", "1")]["state"] == "UNAVAILABLE"
-    assert "ONNX Runtime" in index[("corrupt", "1")]["reason"]
+    assert "onnx runtime error" in index[("corrupt", "1")]["reason"]
     assert {("versioned", "2"), ("versioned", "3")} <= index.keys()
     grpc = grpc_client.get_model_repository_index().models
     assert [(m["name"], m["version"], m["state"], m["reason"]) for m in entries] == [(m.name, m.version, m.state, m.reason) for m in grpc]

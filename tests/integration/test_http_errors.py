@@ -189,7 +189,7 @@ def test_core_mistake_is_refused_over_http_as_over_grpc(
     [
         ("get_model_metadata", 404, "Request for unknown model: 'nope' is not found"),
         ("get_model_config", 404, "Request for unknown model: 'nope' is not found"),
-        ("get_inference_statistics", 404, "Request for unknown model: 'nope' is not found"),
+        ("get_inference_statistics", 400, "requested model 'nope' is not available"),
         ("is_model_ready", 404, "Request for unknown model: 'nope' is not found"),
     ],
 )
@@ -441,11 +441,9 @@ def test_repository_request_mistakes(server: ServerProcess) -> None:
         "load parameter 'file:1/model.onnx' is not valid base64: "
     )
     assert refused(call(server, "POST", load, b'{"parameters": {"config": {"name": "x"}}}')) == (
-        "load parameter 'config' must be a string holding the model config as JSON"
+        "invalid value type for load parameter 'config', expected a string holding the config as JSON"
     )
-    assert refused(call(server, "POST", load, b'{"parameters": {"colour": "red"}}')) == (
-        "unknown load parameter 'colour' (expected 'config' or 'file:<version>/<name>')"
-    )
+    assert refused(call(server, "POST", load, b'{"parameters": {"colour": "red"}}')) == ("unrecognized load parameter 'colour'.")
     unload = "/v2/repository/models/simple/unload"
     assert refused(call(server, "POST", unload, b'{"parameters": {"unload_dependents": "yes"}}')) == (
         "unload parameter 'unload_dependents' must be a bool"

@@ -141,7 +141,7 @@ def test_failed_reload_keeps_the_old_version_serving_and_the_server_ready(explic
     finally:
         probes.close()
     [entry] = [m for m in index if m["name"] == "slow"]
-    assert entry["state"] == "READY" and "ONNX Runtime" in entry["reason"]
+    assert entry["state"] == "READY" and "onnx runtime error" in entry["reason"]
 
 
 @pytest.mark.parametrize(("strict", "ready"), [("true", False), ("false", True)], ids=["strict", "not_strict"])
@@ -161,7 +161,7 @@ def test_a_failed_model_keeps_a_strict_server_unready(tmp_path: Path, strict: st
     finally:
         probes.close()
         server.terminate()
-    assert index["broken"]["state"] == "UNAVAILABLE" and "ONNX Runtime" in index["broken"]["reason"]
+    assert index["broken"]["state"] == "UNAVAILABLE" and "onnx runtime error" in index["broken"]["reason"]
 
 
 @pytest.mark.parametrize(("load_models", "ready"), [([], True), (["missing"], False)], ids=["no_models", "missing_model"])

@@ -233,12 +233,12 @@ def load_parameters_from_pb(parameters: object) -> tuple[str | None, dict[str, b
         kind = value.WhichOneof("parameter_choice")
         if key == "config":
             if kind != "string_param":
-                raise ServerError.invalid_arg("load parameter 'config' must be a string holding the model config as JSON")
+                raise ServerError.invalid_arg("invalid value type for load parameter 'config', expected string_param.")
             config_json = value.string_param
         elif key.startswith("file:"):
             if kind != "bytes_param":
-                raise ServerError.invalid_arg(f"load parameter '{key}' must carry the file content as bytes")
+                raise ServerError.invalid_arg(f"invalid value type for load parameter '{key}', expected bytes_param.")
             files[key] = value.bytes_param
         else:
-            raise ServerError.invalid_arg(f"unknown load parameter '{key}' (expected 'config' or 'file:<version>/<name>')")
+            raise ServerError.invalid_arg(f"unrecognized load parameter '{key}'.")
     return config_json, files

@@ -74,12 +74,14 @@ def load_parameters(parameters: dict[str, Any]) -> tuple[str | None, dict[str, b
     for key, value in parameters.items():
         if key == "config":
             if not isinstance(value, str):
-                raise ServerError.invalid_arg("load parameter 'config' must be a string holding the model config as JSON")
+                raise ServerError.invalid_arg(
+                    "invalid value type for load parameter 'config', expected a string holding the config as JSON"
+                )
             config_json = value
         elif key.startswith("file:"):
             files[key] = _base64(key, value)
         else:
-            raise ServerError.invalid_arg(f"unknown load parameter '{key}' (expected 'config' or 'file:<version>/<name>')")
+            raise ServerError.invalid_arg(f"unrecognized load parameter '{key}'.")
     return config_json, files
 
 
