@@ -49,6 +49,8 @@ def build_test_repository(repository: Path) -> Path:
     write_model(repository, "mlp", onnx_models.mlp())
     write_model(repository, "state_update", onnx_models.state_update())
     write_model(repository, "scalar_scale", onnx_models.scalar_scale())
+    # One string per request: what Triton's raw HTTP body form accepts for BYTES.
+    write_model(repository, "identity_text", onnx_models.identity("BYTES", ["batch", 1]))
     for version, constant in ((1, 100.0), (2, 200.0), (3, 300.0)):
         write_model(repository, "versioned", onnx_models.add_constant("FP32", ["batch", 4], constant), VERSIONED_CONFIG, version)
     corrupt = repository / "corrupt" / "1"

@@ -86,9 +86,7 @@ MISTAKES = {
         "failed to get model version from specified version string 'x' (details: a version must be a positive decimal integer)",
         version="x",
     ),
-    "unknown-input": Mistake(
-        "identity_fp32", [("NOPE", F32, "FP32")], 400, f"{NO_ID}unexpected inference input 'NOPE' for model 'identity_fp32'"
-    ),
+    "unknown-input": Mistake("identity_fp32", [("NOPE", F32, "FP32")], 400, "unexpected inference input 'NOPE' for model 'identity_fp32'"),
     "missing-input": Mistake(
         "simple",
         SIMPLE[:1],
@@ -123,7 +121,7 @@ MISTAKES = {
         request_id="r-9",
         json_too=False,
     ),
-    "unknown-output": Mistake("simple", SIMPLE, 400, f"{NO_ID}unexpected inference output 'NOPE' for model 'simple'", outputs=["NOPE"]),
+    "unknown-output": Mistake("simple", SIMPLE, 400, "unexpected inference output 'NOPE' for model 'simple'", outputs=["NOPE"]),
     "reserved-parameter": Mistake(
         "simple",
         SIMPLE,
@@ -381,14 +379,18 @@ def test_bad_output_and_request_parameters(server: ServerProcess) -> None:
 
 def test_raw_body_mistakes(server: ServerProcess) -> None:
     raw = {HEADER_LENGTH: "0"}
+    no_id = "[request id: <id_unknown>] "
     assert refused(call(server, "POST", "/v2/models/simple/infer", bytes(64), raw)) == (
-        f"a raw request body ({HEADER_LENGTH}: 0) is only accepted by models with one input; model 'simple' has 2"
+        f"{no_id}Raw request must only have 1 input (found 1) to be deduced but got 2 inputs in 'simple' model configuration"
     )
     assert refused(call(server, "POST", "/v2/models/identity_fp32/infer", bytes(7), raw)) == (
-        "a raw request body of 7 bytes does not fill input 'INPUT0' of model 'identity_fp32' (FP32, shape [1, -1]) with whole elements"
+        f"{no_id}input byte size mismatch for input 'INPUT0' for model 'identity_fp32'. Expected 4, got 7"
     )
     assert refused(call(server, "POST", "/v2/models/state_update/infer", bytes(8), raw)) == (
-        f"a raw request body ({HEADER_LENGTH}: 0) is only accepted by models with one input; model 'state_update' has 2"
+        f"{no_id}Raw request must only have 1 input (found 1) to be deduced but got 2 inputs in 'state_update' model configuration"
+    )
+    assert refused(call(server, "POST", "/v2/models/identity_bytes/infer", b"text", raw)) == (
+        f"{no_id}For BYTE datatype raw input 'INPUT0', the model must have input shape [1]"
     )
     assert refused(call(server, "POST", "/v2/models/mlp/infer", bytes(1000), raw)).startswith(
         "[request id: <id_unknown>] input byte size mismatch for input 'input' for model 'mlp'. Expected 1024, got 1000"

@@ -310,10 +310,19 @@ def test_raw_body_for_fixed_dims_and_for_bytes(server: ServerProcess) -> None:
     np.testing.assert_array_equal(
         np.frombuffer(blobs["output"], dtype="<f4"), np.array(json_reply.json()["outputs"][0]["data"], dtype=np.float32)
     )
-    strings = length_prefixed(b"a", b"", "日本".encode())
-    header, blobs = split_binary(raw_infer(server, "identity_bytes", strings))
-    assert header["outputs"][0]["shape"] == [1, 3]
-    assert blobs["OUTPUT0"] == strings
+    # BYTES: the whole body is the one element (Triton's rule), so the input must have shape [1].
+    text = "日本 text".encode()
+    header, blobs = split_binary(raw_infer(server, "identity_text", text))
+    assert header["outputs"][0]["shape"] == [1, 1]
+    assert blobs["OUTPUT0"] == length_prefixed(text)
+
+
+def test_octet_stream_body_without_a_json_header_is_the_raw_form(server: ServerProcess) -> None:
+    data = np.array([4.0, 5.0], dtype=np.float32)
+    reply = call(server, "POST", "/v2/models/identity_fp32/infer", data.tobytes(), {"Content-Type": "application/octet-stream"})
+    header, blobs = split_binary(reply)
+    assert header["outputs"][0]["shape"] == [1, 2]
+    assert blobs["OUTPUT0"] == data.tobytes()
 
 
 def test_raw_body_may_be_compressed(server: ServerProcess) -> None:

@@ -289,27 +289,40 @@ def test_bad_header_length(value: str, message: str) -> None:
         ("FP32", (-1, 256), True, bytes(1024), (1, 256)),
         ("INT8", (2, -1), False, bytes(6), (2, 3)),
         ("INT64", (4,), False, bytes(32), (4,)),
-        ("BYTES", (-1, -1), True, struct.pack("<I", 1) + b"a" + struct.pack("<I", 0), (1, 2)),
         ("FP32", (-1, -1), True, b"", (1, 0)),
+        # Triton divides without checking: a size that does not divide fails the byte-size check later.
+        ("FP32", (-1, -1), True, bytes(7), (1, 1)),
     ],
 )
 def test_raw_body_shape(datatype: str, shape: tuple[int, ...], batching: bool, raw: bytes, expected: tuple[int, ...]) -> None:
-    parsed = parse_raw_body(raw, "m", "1", TensorMetadata("x", datatype, shape), batching)
+    parsed = parse_raw_body(raw, "m", "1", (TensorMetadata("x", datatype, shape),), batching)
     (item,) = parsed.request.inputs
     assert (item.name, item.datatype, item.shape, item.raw) == ("x", datatype, expected, raw)
     assert parsed.request.model_version == "1"
     assert parsed.binary_outputs.wants("any output")
 
 
+def test_raw_bytes_body_is_one_element() -> None:
+    parsed = parse_raw_body("héllo".encode(), "m", "", (TensorMetadata("t", "BYTES", (-1, 1)),), True)
+    (item,) = parsed.request.inputs
+    assert item.shape == (1, 1) and item.array is not None and item.array.tolist() == [["héllo"]]
+
+
 def test_raw_body_that_cannot_be_shaped() -> None:
-    two_variable = TensorMetadata("x", "FP32", (-1, -1, -1))
-    assert "more than one variable dimension" in refusal(lambda: parse_raw_body(bytes(8), "m", "", two_variable, True))
-    partial = TensorMetadata("x", "FP32", (-1, -1))
-    assert refusal(lambda: parse_raw_body(bytes(7), "m", "", partial, True)) == (
-        "a raw request body of 7 bytes does not fill input 'x' of model 'm' (FP32, shape [1, -1]) with whole elements"
+    no_id = "[request id: <id_unknown>] "
+    two_variable = (TensorMetadata("x", "FP32", (-1, -1, -1)),)
+    assert refusal(lambda: parse_raw_body(bytes(8), "m", "", two_variable, True)) == (
+        f"{no_id}The shape of the raw input 'x' can not be deduced because there are more than one variable-sized dimension"
     )
-    rows = TensorMetadata("x", "FP32", (-1, 3))  # 16 bytes are 4 elements: not whole rows of 3
-    assert "does not fill" in refusal(lambda: parse_raw_body(bytes(16), "m", "", rows, False))
+    strings = (TensorMetadata("t", "BYTES", (-1, -1)),)
+    assert refusal(lambda: parse_raw_body(b"abc", "m", "", strings, True)) == (
+        f"{no_id}For BYTE datatype raw input 't', the model must have input shape [1]"
+    )
+    two_inputs = (TensorMetadata("a", "FP32", (-1, 2)), TensorMetadata("b", "FP32", (-1, 2)))
+    assert refusal(lambda: parse_raw_body(bytes(8), "m", "", two_inputs, True)) == (
+        f"{no_id}Raw request must only have 1 input (found 1) to be deduced but got 2 inputs in 'm' model configuration"
+    )
+    assert "not valid UTF-8" in refusal(lambda: parse_raw_body(b"\xff", "m", "", (TensorMetadata("t", "BYTES", (-1, 1)),), True))
 
 
 # ---- response bodies -------------------------------------------------------------------------

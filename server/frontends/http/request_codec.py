@@ -10,10 +10,11 @@ shapes, datatypes and parameters are checked by the core, with the same messages
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from math import prod
 from typing import Any
+
+import numpy as np
 
 from server.datatypes import SUPPORTED_DATATYPES, bf16_unsupported, element_size
 from server.errors import ServerError
@@ -167,57 +168,77 @@ def _outputs(value: Any, model: str) -> tuple[list[RequestedOutput], BinaryOutpu
             if not isinstance(wanted, bool):
                 raise ServerError.invalid_arg(f"the 'binary_data' parameter of output '{name}' for model '{model}' must be a bool")
             binary.explicit[name] = wanted
-        outputs.append(RequestedOutput(name, parameters))
+        outputs.append(RequestedOutput(name, parameters, class_count=_class_count(parameters)))
     return outputs, binary
 
 
-def parse_raw_body(body: bytes, model: str, version: str, tensor: TensorMetadata, batching: bool) -> HttpInferRequest:
-    """The raw form (``Inference-Header-Content-Length: 0``): the whole body is the model's only input,
-    as a batch of one; every output comes back as binary.
+def _class_count(parameters: dict[str, ParameterValue]) -> int:
+    """The ``classification`` parameter: a JSON unsigned integer, 0 meaning none (Triton's HTTP rule)."""
+    if "classification" not in parameters:
+        return 0
+    count = parameters.pop("classification")
+    if type(count) is not int or count < 0:
+        raise ServerError.invalid_arg("Unable to set 'classification': attempt to access JSON non-unsigned-integer as unsigned-integer")
+    if count and "shared_memory_region" in parameters:
+        raise ServerError.invalid_arg("Output can't set both 'shared_memory_region' and 'classification'")
+    return count
 
-    ``tensor`` is that input's metadata. A variable dimension is worked out from the body's size;
-    more than one cannot be. Raises ServerError.
+
+def parse_raw_body(body: bytes, model: str, version: str, tensors: tuple[TensorMetadata, ...], batching: bool) -> HttpInferRequest:
+    """Triton's raw form: the whole body is the only input of a one-input model, as a batch of one,
+    its shape deduced from the config; every output comes back as binary.
+
+    ``tensors`` are the model's inputs (metadata shapes). A BYTES input takes the body as its one
+    element. Raises ServerError(INVALID_ARG) with Triton's messages for what it cannot deduce.
     """
+    if len(tensors) != 1:
+        raise ServerError.invalid_arg(
+            f"{_NO_ID}Raw request must only have 1 input (found 1) to be deduced but got {len(tensors)} inputs "
+            f"in '{model}' model configuration"
+        )
+    tensor = tensors[0]
     if tensor.datatype not in SUPPORTED_DATATYPES:
         raise bf16_unsupported(tensor.name)
-    item = InferInput(name=tensor.name, datatype=tensor.datatype, shape=_raw_shape(body, tensor, batching, model), raw=body)
+    shape = _raw_shape(body, tensor, batching)
+    if tensor.datatype == "BYTES":
+        item = InferInput(name=tensor.name, datatype="BYTES", shape=shape, array=_one_string(body, tensor.name, model, shape))
+    else:
+        item = InferInput(name=tensor.name, datatype=tensor.datatype, shape=shape, raw=body)
     request = InferRequest(model_name=model, model_version=version, inputs=[item])
     return HttpInferRequest(request, BinaryOutputs(default=True))
 
 
-def _raw_shape(body: bytes, tensor: TensorMetadata, batching: bool, model: str) -> tuple[int, ...]:
-    dims = list(tensor.shape)
-    if batching:
-        dims[0] = 1
+# Triton's core words its raw-input refusals with the request id, which a raw request never has.
+_NO_ID = "[request id: <id_unknown>] "
+
+
+def _raw_shape(body: bytes, tensor: TensorMetadata, batching: bool) -> tuple[int, ...]:
+    """Triton's deduction: batch dim 1, the config dims, and at most one variable dim filled from
+    the body's size (a size that does not divide is left to the byte-size check)."""
+    dims = list(tensor.shape[1:] if batching else tensor.shape)
     variable = [index for index, d in enumerate(dims) if d < 0]
-    if not variable:
-        return tuple(dims)
     if len(variable) > 1:
         raise ServerError.invalid_arg(
-            f"a raw request body cannot give input '{tensor.name}' of model '{model}' a shape: {dims} has more than one "
-            "variable dimension; send a JSON inference header with the shape"
+            f"{_NO_ID}The shape of the raw input '{tensor.name}' can not be deduced because there are more than one "
+            "variable-sized dimension"
         )
     known = prod(d for d in dims if d >= 0)
     if tensor.datatype == "BYTES":
-        elements, remainder = _bytes_element_count(body), 0
-    else:
-        elements, remainder = divmod(len(body), element_size(tensor.datatype))
-    if remainder or (known and elements % known) or (not known and elements):
+        if variable or known != 1:
+            raise ServerError.invalid_arg(f"{_NO_ID}For BYTE datatype raw input '{tensor.name}', the model must have input shape [1]")
+    elif variable:
+        dims[variable[0]] = len(body) // known // element_size(tensor.datatype) if known else 0
+    return ((1,) if batching else ()) + tuple(dims)
+
+
+def _one_string(body: bytes, name: str, model: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The body as the single BYTES element (ONNX Runtime string tensors hold UTF-8 text)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
         raise ServerError.invalid_arg(
-            f"a raw request body of {len(body)} bytes does not fill input '{tensor.name}' of model '{model}' "
-            f"({tensor.datatype}, shape {dims}) with whole elements"
-        )
-    dims[variable[0]] = elements // known if known else 0
-    return tuple(dims)
-
-
-_LENGTH_PREFIX = struct.Struct("<I")
-
-
-def _bytes_element_count(body: bytes) -> int:
-    """How many length-prefixed elements the body holds; a malformed tail is left to the core's decoder."""
-    count = offset = 0
-    while offset + 4 <= len(body):
-        offset += 4 + _LENGTH_PREFIX.unpack_from(body, offset)[0]
-        count += 1
-    return count
+            f"input '{name}' for model '{model}' holds a BYTES element that is not valid UTF-8; ONNX Runtime string tensors hold UTF-8 text"
+        ) from None
+    array = np.empty(1, dtype=object)
+    array[0] = text
+    return array.reshape(shape)
