@@ -157,3 +157,20 @@ def gather_rows(table_rows: int = 10, width: int = 4) -> onnx.ModelProto:
         [numpy_helper.from_array(table, "table")],
         name="gather_rows",
     )
+
+
+def classifier(features: int = 4, classes: int = 5, seed: int = 1) -> onnx.ModelProto:
+    """FP32 features [batch, features] → softmax probabilities "probs" [batch, classes].
+
+    A real (if small) classifier for Triton's classification extension: class scores that differ
+    per input, so the top-k order is checkable against numpy.
+    """
+    rng = np.random.default_rng(seed)
+    weights = rng.standard_normal((features, classes)).astype(np.float32)
+    return _model(
+        [helper.make_node("MatMul", ["features", "w"], ["logits"]), helper.make_node("Softmax", ["logits"], ["probs"], axis=-1)],
+        [tensor("features", "FP32", ["batch", features])],
+        [tensor("probs", "FP32", ["batch", classes])],
+        [numpy_helper.from_array(weights, "w")],
+        name="classifier",
+    )

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from server.classification import check_classifiable
 from server.datatypes import SUPPORTED_DATATYPES, bf16_unsupported, decode_raw
-from server.errors import ServerError
+from server.errors import ErrorCode, ServerError
 from server.repository.signature import format_dims
 from server.repository.spec import ModelSpec, TensorSpec
 from server.types import InferInput, InferRequest
@@ -56,17 +57,30 @@ def build_feeds(spec: ModelSpec, request: InferRequest) -> tuple[dict[str, np.nd
 
 def prepare_inputs(spec: ModelSpec, request: InferRequest) -> tuple[dict[str, np.ndarray], int, Hashable]:
     """``build_feeds`` plus the batching shape key, both from one validated plan per signature."""
+    signature = tuple((item.name, item.datatype, item.shape, not item.parameters) for item in request.inputs)
+    plan: _FeedPlan | None = spec.input_plans.get(signature)
     try:
-        signature = tuple((item.name, item.datatype, item.shape, not item.parameters) for item in request.inputs)
-        plan: _FeedPlan | None = spec.input_plans.get(signature)
         if plan is None:
+            _check_known_inputs(spec, request)
             plan = _validate(spec, request)
             if len(spec.input_plans) < _MAX_REMEMBERED_SIGNATURES and all(not item.parameters for item in request.inputs):
                 spec.input_plans[signature] = plan
         feeds = {tensor.name: _decode(spec, tensor, request.inputs[index]) for index, tensor in plan.order}
+    except _UnprefixedError as error:
+        raise ServerError(error.code, error.message) from None
     except ServerError as error:
         raise ServerError(error.code, request_prefix(request) + error.message) from None
     return feeds, plan.batch_size, plan.shape_key
+
+
+class _UnprefixedError(ServerError):
+    """A refusal Triton words without the "[request id: ...]" prefix (its model lookups)."""
+
+
+def _check_known_inputs(spec: ModelSpec, request: InferRequest) -> None:
+    for item in request.inputs:
+        if item.name not in spec.inputs:
+            raise _UnprefixedError(ErrorCode.INVALID_ARG, f"unexpected inference input '{item.name}' for model '{spec.name}'")
 
 
 def _validate(spec: ModelSpec, request: InferRequest) -> _FeedPlan:
@@ -93,14 +107,14 @@ def requested_output_names(spec: ModelSpec, request: InferRequest) -> tuple[str,
     if not request.outputs:
         return tuple(spec.outputs)
     names = tuple(output.name for output in request.outputs)
-    plain = not any(output.parameters for output in request.outputs)
+    plain = not any(output.parameters or output.class_count for output in request.outputs)
     if plain and names in spec.output_plans:
         return names
     for output in request.outputs:
-        if output.name not in spec.outputs:
-            raise ServerError.invalid_arg(f"{request_prefix(request)}unexpected inference output '{output.name}' for model '{spec.name}'")
-        if "classification" in output.parameters:
-            raise ServerError.unsupported(f"{request_prefix(request)}output '{output.name}': the classification extension is not supported")
+        if output.name not in spec.outputs:  # Triton words this without the request id
+            raise ServerError.invalid_arg(f"unexpected inference output '{output.name}' for model '{spec.name}'")
+        if output.class_count:
+            check_classifiable(output.name, spec.outputs[output.name].datatype)
         if any(key in output.parameters for key in _SHARED_MEMORY_KEYS):
             raise ServerError.unsupported(f"{request_prefix(request)}output '{output.name}': shared memory is not supported by ortserve")
     if plain and len(spec.output_plans) < _MAX_REMEMBERED_SIGNATURES:
@@ -111,8 +125,6 @@ def requested_output_names(spec: ModelSpec, request: InferRequest) -> tuple[str,
 def _check_input_names(spec: ModelSpec, request: InferRequest) -> None:
     seen: set[str] = set()
     for item in request.inputs:
-        if item.name not in spec.inputs:
-            raise ServerError.invalid_arg(f"unexpected inference input '{item.name}' for model '{spec.name}'")
         if item.name in seen:
             raise ServerError.invalid_arg(f"input '{item.name}' is given more than once for model '{spec.name}'")
         seen.add(item.name)

@@ -16,6 +16,7 @@ import numpy as np
 from google.protobuf import json_format
 
 from server import __version__
+from server.classification import top_classes
 from server.errors import FailureReason, ServerError
 from server.observability.statistics import RequestTiming
 from server.proto import model_config_pb2 as mc
@@ -49,7 +50,7 @@ class PendingInference:
 
 
 # The Triton protocol extensions ortserve implements (ServerMetadata.extensions).
-EXTENSIONS = ("model_configuration", "model_repository", "statistics", "parameters", "binary_tensor_data")
+EXTENSIONS = ("classification", "model_configuration", "model_repository", "statistics", "parameters", "binary_tensor_data")
 
 
 class InferenceService:
@@ -278,11 +279,16 @@ def _response(
     batch_size: int,
 ) -> InferResponse:
     spec = serving.spec
+    class_counts = {output.name: output.class_count for output in request.outputs if output.class_count}
     items: list[InferOutput] = []
     for name in output_names:
         tensor = spec.outputs[name]
         array = outputs[name]
         if tensor.reshape is not None:
             array = array.reshape(((batch_size,) if spec.batching else ()) + tensor.dims)
-        items.append(InferOutput(name, tensor.datatype, array.shape, array))
+        if name in class_counts:
+            classes = top_classes(array, class_counts[name], spec.batching, spec.labels.get(name, ()))
+            items.append(InferOutput(name, "BYTES", classes.shape, classes))
+        else:
+            items.append(InferOutput(name, tensor.datatype, array.shape, array))
     return InferResponse(serving.name, serving.version_str, request.id, items)

@@ -31,6 +31,8 @@ class InferInput:
 class RequestedOutput:
     name: str
     parameters: dict[str, ParameterValue] = field(default_factory=dict)
+    # Triton's classification extension: return the top ``class_count`` classes (0 = the tensor).
+    class_count: int = 0
 
 
 @dataclass(slots=True)

@@ -35,6 +35,8 @@ class ModelSpec:
     # mostly repeat a few shapes and output lists, so each is checked once, not per request.
     input_plans: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
     output_plans: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
+    # Class labels of outputs with a label_filename (classification extension), one per index.
+    labels: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
 
     @property
     def batching(self) -> bool:
@@ -45,8 +47,11 @@ class ModelSpec:
         return (-1, *tensor.dims) if self.batching else tensor.dims
 
 
-def spec_from_config(config: mc.ModelConfig, graph: GraphSignature | None = None) -> ModelSpec:
-    """The request spec of a validated config; ``graph`` tells which tensors are ONNX scalars."""
+def spec_from_config(
+    config: mc.ModelConfig, graph: GraphSignature | None = None, labels: dict[str, tuple[str, ...]] | None = None
+) -> ModelSpec:
+    """The request spec of a validated config; ``graph`` tells which tensors are ONNX scalars and
+    ``labels`` holds the label files' contents by output name."""
     batching = config.max_batch_size > 0
     graph_inputs = {t.name: t for t in graph.inputs} if graph else {}
     graph_outputs = {t.name: t for t in graph.outputs} if graph else {}
@@ -55,6 +60,7 @@ def spec_from_config(config: mc.ModelConfig, graph: GraphSignature | None = None
         max_batch_size=config.max_batch_size,
         inputs={entry.name: _tensor_spec(entry, graph_inputs.get(entry.name), batching) for entry in config.input},
         outputs={entry.name: _tensor_spec(entry, graph_outputs.get(entry.name), batching) for entry in config.output},
+        labels=labels or {},
     )
 
 

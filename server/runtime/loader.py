@@ -14,10 +14,12 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from server.classification import read_labels
 from server.errors import ServerError
 from server.proto import model_config_pb2 as mc
 from server.repository import autocomplete
 from server.repository.batching_validation import validate_batching
+from server.repository.confined import inside_model_dir
 from server.repository.io_validation import validate_io_config
 from server.repository.spec import ModelSpec, spec_from_config
 from server.repository.validation import validate_config
@@ -77,7 +79,7 @@ def load_version(
     graph = graph_signature(probe)
     validate_config(config, graph)
     validate_batching(config)
-    spec = spec_from_config(config, graph)
+    spec = spec_from_config(config, graph, read_output_labels(config, model_dir))
     devices = device_choices(config)
     instances: list[ModelInstance] = []
     try:
@@ -94,6 +96,25 @@ def load_version(
     if warmup.executions:
         log.info("model '%s' version %d: warmup ran %d execution(s) in %.3fs", model_name, version, warmup.executions, warmup.seconds)
     return LoadedVersion(config=config, spec=spec, instances=instances, warmup=warmup)
+
+
+def read_output_labels(config: mc.ModelConfig, model_dir: Path) -> dict[str, tuple[str, ...]]:
+    """The label file of every output that names one (classification extension).
+
+    Blocking; raises INVALID_ARG for a file outside the model directory or one that cannot be read.
+    """
+    labels: dict[str, tuple[str, ...]] = {}
+    for output in config.output:
+        if not output.label_filename:
+            continue
+        path = inside_model_dir(model_dir, output.label_filename, f"label_filename of output '{output.name}'", config.name)
+        try:
+            labels[output.name] = read_labels(path.read_text(encoding="utf-8", errors="replace"))
+        except OSError as exc:
+            raise ServerError.invalid_arg(
+                f"model '{config.name}': failed to open text file for read {output.label_filename}: {exc.strerror}"
+            ) from None
+    return labels
 
 
 def _open_session(path: Path, model_dir: Path, config: mc.ModelConfig, device: DeviceChoice, options: LoadOptions) -> ort.InferenceSession:

@@ -334,12 +334,6 @@ INFER_CASES = [
         "UNIMPLEMENTED",
         "input 'INPUT0': shared memory is not supported by ortserve",
     ),
-    Case(
-        "classification-output",
-        lambda c: c.triton.infer("simple", simple(), outputs=[grpcclient.InferRequestedOutput("OUTPUT0", class_count=2)]),
-        "UNIMPLEMENTED",
-        "output 'OUTPUT0': the classification extension is not supported",
-    ),
 ]
 
 
@@ -361,6 +355,15 @@ def test_validation_errors_carry_the_request_id(clients: Clients) -> None:
     assert message.startswith("[request id: req-17] expected 2 inputs but got 1 inputs for model 'simple'.")
     _, anonymous = failure(lambda: clients.triton.infer("simple", simple()[:1]))
     assert anonymous.startswith("[request id: <id_unknown>] expected 2 inputs")
+
+
+def test_unknown_tensor_names_are_refused_without_the_request_id(clients: Clients) -> None:
+    # Triton words its model lookups (unknown input or output) without the request-id prefix.
+    unknown_output = [grpcclient.InferRequestedOutput("OUTPUT9")]
+    _, message = failure(lambda: clients.triton.infer("simple", simple(), outputs=unknown_output, request_id="req-18"))
+    assert message == "unexpected inference output 'OUTPUT9' for model 'simple'"
+    _, message = failure(lambda: clients.triton.infer("simple", [*simple(), tensor("INPUT2", ints(), "INT32")], request_id="req-18"))
+    assert message == "unexpected inference input 'INPUT2' for model 'simple'"
 
 
 def test_bf16_message_says_what_to_use_instead(clients: Clients) -> None:

@@ -80,7 +80,7 @@ def test_a_bad_request_mid_stream_errors_alone_and_the_stream_stays_open(stream:
     answers = stream.receive(20)
     errors = [error for _, error in answers if error is not None]
     assert len(errors) == 1
-    assert str(errors[0].message()) == "[request id: m10] unexpected inference input 'BAD' for model 'simple'"
+    assert str(errors[0].message()) == "unexpected inference input 'BAD' for model 'simple'"
     good = {result.get_response().id: result for result, error in answers if error is None and result is not None}
     assert sorted(good) == sorted(f"m{i}" for i in range(20) if i != 10)
     for request_id, result in good.items():

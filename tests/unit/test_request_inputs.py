@@ -164,7 +164,7 @@ def test_optional_input_may_be_left_out() -> None:
 
 def test_unexpected_input() -> None:
     message = refusal(BATCHED, request(fp32("a", (1, 4)), int32("b", (1, 1)), fp32("z", (1, 4))))
-    assert message == NO_ID + "unexpected inference input 'z' for model 'm'"
+    assert message == "unexpected inference input 'z' for model 'm'"  # Triton: no request id here
 
 
 def test_missing_required_input() -> None:
@@ -261,11 +261,13 @@ def test_shared_memory_input_is_unsupported() -> None:
 
 # --- requested outputs -------------------------------------------------------------------------
 
-TWO_OUTPUTS = spec(0, tensor("a", "FP32", (2, 4)), outputs=(tensor("y", "FP32", (4,)), tensor("z", "FP32", (4,))))
+TWO_OUTPUTS = spec(
+    0, tensor("a", "FP32", (2, 4)), outputs=(tensor("y", "FP32", (4,)), tensor("z", "FP32", (4,)), tensor("flags", "BOOL", (4,)))
+)
 
 
 def test_no_requested_outputs_means_all() -> None:
-    assert requested_output_names(TWO_OUTPUTS, request()) == ("y", "z")
+    assert requested_output_names(TWO_OUTPUTS, request()) == ("y", "z", "flags")
 
 
 def test_requested_outputs_in_request_order() -> None:
@@ -276,20 +278,29 @@ def test_requested_outputs_in_request_order() -> None:
     ("output", "code", "message"),
     [
         (RequestedOutput("w"), ErrorCode.INVALID_ARG, "unexpected inference output 'w' for model 'm'"),
-        (RequestedOutput("y", {"classification": 3}), ErrorCode.UNSUPPORTED, "output 'y': the classification extension is not supported"),
         (
             RequestedOutput("y", {"shared_memory_region": "r"}),
             ErrorCode.UNSUPPORTED,
-            "output 'y': shared memory is not supported by ortserve",
+            "[request id: r1] output 'y': shared memory is not supported by ortserve",
+        ),
+        (
+            RequestedOutput("flags", class_count=2),
+            ErrorCode.INVALID_ARG,
+            "class result not available for output due to unsupported type 'BOOL'",
         ),
     ],
-    ids=["unexpected", "classification", "shared-memory"],
+    ids=["unexpected", "shared-memory", "classification-of-bool"],
 )
 def test_requested_output_refused(output: RequestedOutput, code: ErrorCode, message: str) -> None:
     with pytest.raises(ServerError) as caught:
         requested_output_names(TWO_OUTPUTS, request(outputs=(output,), request_id="r1"))
     assert caught.value.code is code
-    assert caught.value.message == "[request id: r1] " + message
+    assert caught.value.message == message
+
+
+def test_a_classification_output_is_computed_under_its_own_name() -> None:
+    asked = request(outputs=(RequestedOutput("y", class_count=3),))
+    assert requested_output_names(TWO_OUTPUTS, asked) == ("y",)
 
 
 # --- request parameters ------------------------------------------------------------------------

@@ -84,6 +84,7 @@ def test_full_level_rejects_at_once(loop: asyncio.AbstractEventLoop) -> None:
     with pytest.raises(ServerError) as caught:
         queue.admit(make_job(loop, clock, "c"), clock.now_ns())
     assert (caught.value.code, caught.value.message) == (ErrorCode.UNAVAILABLE, "Exceeds maximum queue size")
+    assert caught.value.reason is FailureReason.REJECTED  # counted like a queue timeout, as Triton does
     assert len(queue) == 2
 
 

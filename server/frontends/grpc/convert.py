@@ -87,13 +87,26 @@ def request_from_pb(message: pb.ModelInferRequest, deadline: float | None) -> In
                     f"contents field must not be specified when using raw_input_contents for '{item.name}' for model '{model_name}'"
                 )
             item.array = _array_from_contents(tensor, model_name)
-    outputs = [
-        RequestedOutput(o.name, parameters_from_pb(o.parameters)) if o.parameters else RequestedOutput(o.name) for o in message.outputs
-    ]
+    outputs = [_requested_output(o) if o.parameters else RequestedOutput(o.name) for o in message.outputs]
     params = message.parameters
     return InferRequest(
         model_name, message.model_version, message.id, inputs, outputs, parameters_from_pb(params) if params else {}, deadline
     )
+
+
+def _requested_output(tensor: pb.ModelInferRequest.InferRequestedOutputTensor) -> RequestedOutput:
+    """An output with parameters; ``classification`` must be a positive int64_param (Triton's rule)."""
+    parameters = parameters_from_pb(tensor.parameters)
+    if "classification" not in tensor.parameters:
+        return RequestedOutput(tensor.name, parameters)
+    if tensor.parameters["classification"].WhichOneof("parameter_choice") != "int64_param":
+        raise ServerError.invalid_arg("invalid value type for 'classification' parameter, expected int64_param")
+    count = parameters.pop("classification")
+    if not isinstance(count, int) or count <= 0:
+        raise ServerError.invalid_arg("invalid value for 'classification' parameter, expected >= 0")
+    if _SHARED_MEMORY_REGION in parameters:
+        raise ServerError.invalid_arg("output can't set both 'shared_memory_region' and 'classification'")
+    return RequestedOutput(tensor.name, parameters, class_count=count)
 
 
 def _attach_raw_by_position(message: pb.ModelInferRequest, inputs: list[InferInput], raw: list[bytes]) -> None:
