@@ -174,3 +174,37 @@ def classifier(features: int = 4, classes: int = 5, seed: int = 1) -> onnx.Model
         [numpy_helper.from_array(weights, "w")],
         name="classifier",
     )
+
+
+def ragged_sum() -> onnx.ModelProto:
+    """A ragged-batch model: every request's FP32 elements arrive flattened into one "x" [-1];
+    Triton's batch inputs "offsets" (accumulated element counts, with a leading zero) and
+    "counts" (element counts) say where each request's run starts. Outputs, one per request:
+    "sum" of its elements and "count" of them.
+    """
+    large = numpy_helper.from_array(np.array([2**31 - 1], np.int64), "large")
+    nodes = [
+        helper.make_node("Concat", ["zero", "x"], ["padded"], axis=0),
+        helper.make_node("CumSum", ["padded", "axis"], ["running"]),
+        helper.make_node("Slice", ["offsets", "one", "large"], ["ends"]),
+        helper.make_node("Slice", ["offsets", "start", "minus_one"], ["starts"]),
+        helper.make_node("Gather", ["running", "ends"], ["upper"], axis=0),
+        helper.make_node("Gather", ["running", "starts"], ["lower"], axis=0),
+        helper.make_node("Sub", ["upper", "lower"], ["sum"]),
+        helper.make_node("Cast", ["counts"], ["count"], to=TensorProto.FLOAT),
+    ]
+    initializers = [
+        numpy_helper.from_array(np.zeros(1, np.float32), "zero"),
+        numpy_helper.from_array(np.array(0, np.int64), "axis"),
+        numpy_helper.from_array(np.array([1], np.int64), "one"),
+        numpy_helper.from_array(np.array([0], np.int64), "start"),
+        numpy_helper.from_array(np.array([-1], np.int64), "minus_one"),
+        large,
+    ]
+    return _model(
+        nodes,
+        [tensor("x", "FP32", ["elements"]), tensor("offsets", "INT32", ["requests_plus_one"]), tensor("counts", "INT32", ["requests"])],
+        [tensor("sum", "FP32", ["requests"]), tensor("count", "FP32", ["requests"])],
+        initializers,
+        name="ragged_sum",
+    )

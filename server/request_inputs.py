@@ -36,29 +36,26 @@ _MAX_REMEMBERED_SIGNATURES = 1024
 
 
 @dataclass(frozen=True, slots=True)
-class _FeedPlan:
-    """How to turn requests of one validated signature into feeds."""
+class FeedPlan:
+    """How to turn requests of one validated signature into feeds, and how they batch."""
 
     batch_size: int
     # (position in request.inputs, tensor spec), in the model's input order.
     order: tuple[tuple[int, TensorSpec], ...]
-    # Each feed's name and non-batch dims: requests batch together only when these match.
-    shape_key: tuple[tuple[str, tuple[int, ...]], ...]
+    # Each non-ragged feed's name and non-batch dims: requests batch together only when these match.
+    shape_key: Hashable
+    # The request shapes (batch dim included) of the inputs that batch inputs are computed from.
+    source_shapes: dict[str, tuple[int, ...]]
 
 
-def build_feeds(spec: ModelSpec, request: InferRequest) -> tuple[dict[str, np.ndarray], int]:
-    """ORT feeds (name → array in the graph's shape) and the request's batch size.
+def prepare_inputs(spec: ModelSpec, request: InferRequest) -> tuple[dict[str, np.ndarray], FeedPlan]:
+    """ORT feeds (name → array in the graph's shape) and the request's validated plan (batch size,
+    batching key), from one plan per request signature.
 
     Raises ServerError(INVALID_ARG/UNSUPPORTED) for anything the model cannot take.
     """
-    feeds, batch_size, _ = prepare_inputs(spec, request)
-    return feeds, batch_size
-
-
-def prepare_inputs(spec: ModelSpec, request: InferRequest) -> tuple[dict[str, np.ndarray], int, Hashable]:
-    """``build_feeds`` plus the batching shape key, both from one validated plan per signature."""
     signature = tuple((item.name, item.datatype, item.shape, not item.parameters) for item in request.inputs)
-    plan: _FeedPlan | None = spec.input_plans.get(signature)
+    plan: FeedPlan | None = spec.input_plans.get(signature)
     try:
         if plan is None:
             _check_known_inputs(spec, request)
@@ -70,7 +67,7 @@ def prepare_inputs(spec: ModelSpec, request: InferRequest) -> tuple[dict[str, np
         raise ServerError(error.code, error.message) from None
     except ServerError as error:
         raise ServerError(error.code, request_prefix(request) + error.message) from None
-    return feeds, plan.batch_size, plan.shape_key
+    return feeds, plan
 
 
 class _UnprefixedError(ServerError):
@@ -83,7 +80,7 @@ def _check_known_inputs(spec: ModelSpec, request: InferRequest) -> None:
             raise _UnprefixedError(ErrorCode.INVALID_ARG, f"unexpected inference input '{item.name}' for model '{spec.name}'")
 
 
-def _validate(spec: ModelSpec, request: InferRequest) -> _FeedPlan:
+def _validate(spec: ModelSpec, request: InferRequest) -> FeedPlan:
     _check_input_names(spec, request)
     batch_size = _batch_size(spec, request)
     positions = {item.name: index for index, item in enumerate(request.inputs)}
@@ -91,8 +88,10 @@ def _validate(spec: ModelSpec, request: InferRequest) -> _FeedPlan:
         _check_input(spec, spec.inputs[item.name], item)
     # In the model's input order, so requests that list inputs differently still batch together.
     order = tuple((positions[name], tensor) for name, tensor in spec.inputs.items() if name in positions)
-    shape_key = tuple((tensor.name, _feed_shape(spec, tensor, request.inputs[index])[1:]) for index, tensor in order)
-    return _FeedPlan(batch_size, order, shape_key)
+    # Ragged inputs may differ in shape within a batch (they are fed flattened and concatenated).
+    shape_key = tuple((tensor.name, _feed_shape(spec, tensor, request.inputs[index])[1:]) for index, tensor in order if not tensor.ragged)
+    source_shapes = {name: request.inputs[positions[name]].shape for name in spec.batch_input_sources if name in positions}
+    return FeedPlan(batch_size, order, shape_key, source_shapes)
 
 
 def _feed_shape(spec: ModelSpec, tensor: TensorSpec, item: InferInput) -> tuple[int, ...]:
@@ -181,6 +180,8 @@ def _decode(spec: ModelSpec, tensor: TensorSpec, item: InferInput) -> np.ndarray
         array = decode_raw(item.raw, item.datatype, item.shape, item.name, spec.name)
     else:
         raise ServerError.invalid_arg(f"input '{item.name}' for model '{spec.name}' has no data")
+    if tensor.ragged:  # ONNX Runtime takes a ragged input as one flat [-1] tensor for the whole batch
+        return array.reshape(-1)
     if tensor.reshape is not None:
         array = array.reshape(_feed_shape(spec, tensor, item))
     return array

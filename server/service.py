@@ -221,17 +221,18 @@ class InferenceService:
         try:
             params = scheduling_parameters(request.parameters)
             output_names = requested_output_names(serving.spec, request)
-            feeds, batch_size, shape_key = prepare_inputs(serving.spec, request)
+            feeds, plan = prepare_inputs(serving.spec, request)
             job = InferenceJob(
                 feeds=feeds,
-                rows=batch_size,
+                rows=plan.batch_size,
                 output_names=output_names,
                 future=asyncio.get_running_loop().create_future(),
                 timing=RequestTiming(received_ns=received_ns, enqueued_ns=monotonic_ns()),
-                shape_key=shape_key,
+                shape_key=plan.shape_key,
                 priority=params.priority,
                 timeout_us=params.timeout_us,
                 deadline_ns=int(request.deadline * 1e9) if request.deadline is not None else 0,
+                source_shapes=plan.source_shapes,
             )
             serving.scheduler.submit(job)
         except ServerError as error:

@@ -23,6 +23,8 @@ class TensorSpec:
     # ONNX Runtime sees this tensor as a scalar (no dims besides the batch dim) while the config
     # describes it with dims of ones, as Triton does ([1]); a request may send either shape.
     scalar: bool = False
+    # allow_ragged_batch: requests of different shapes batch together; fed flat, concatenated.
+    ragged: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,8 @@ class ModelSpec:
     output_plans: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
     # Class labels of outputs with a label_filename (classification extension), one per index.
     labels: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
+    # Inputs whose request shapes batch inputs (config batch_input) are computed from.
+    batch_input_sources: frozenset[str] = frozenset()
 
     @property
     def batching(self) -> bool:
@@ -61,6 +65,7 @@ def spec_from_config(
         inputs={entry.name: _tensor_spec(entry, graph_inputs.get(entry.name), batching) for entry in config.input},
         outputs={entry.name: _tensor_spec(entry, graph_outputs.get(entry.name), batching) for entry in config.output},
         labels=labels or {},
+        batch_input_sources=frozenset(source for batch_input in config.batch_input for source in batch_input.source_input),
     )
 
 
@@ -76,4 +81,5 @@ def _tensor_spec(entry: mc.ModelInput | mc.ModelOutput, graph_tensor: GraphTenso
         reshape=() if scalar else reshape,
         optional=getattr(entry, "optional", False),
         scalar=scalar,
+        ragged=getattr(entry, "allow_ragged_batch", False),
     )

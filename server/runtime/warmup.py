@@ -17,6 +17,7 @@ import numpy as np
 from server.datatypes import config_to_wire, decode_raw, numpy_dtype
 from server.errors import ServerError
 from server.proto import model_config_pb2 as mc
+from server.repository.batch_inputs import batch_input_array, batch_input_specs
 from server.repository.spec import ModelSpec
 from server.runtime.instance import ModelInstance
 
@@ -42,6 +43,11 @@ def warmup_feeds(config: mc.ModelConfig, spec: ModelSpec, sample: mc.ModelWarmup
     unknown = set(sample.inputs) - set(spec.inputs)
     if unknown:
         raise _error(config, sample, f"unknown input(s) {sorted(unknown)}")
+    # A warmup sample is one request: its batch inputs are computed as for a batch of one.
+    for batch_input in batch_input_specs(config):
+        source = sample.inputs[batch_input.source]
+        shape = ((max(sample.batch_size, 1),) if spec.batching else ()) + tuple(source.dims)
+        feeds.update(dict.fromkeys(batch_input.targets, batch_input_array(batch_input, [shape])))
     return feeds
 
 
@@ -69,6 +75,8 @@ def _sample_input(
             raise _error(config, sample, f"input_data_file '{given.input_data_file}': {exc.message}") from None
     else:  # zero_data is the default
         array = np.full(shape, "", dtype=object) if wire == "BYTES" else np.zeros(shape, dtype=numpy_dtype(wire))
+    if tensor.ragged:
+        return array.reshape(-1)
     if tensor.reshape is not None:
         array = array.reshape(shape[:1] + tensor.reshape if spec.batching else tensor.reshape)
     return array

@@ -30,7 +30,7 @@ from server.runtime.instance import ModelInstance
 from server.scheduling.base import Scheduler
 from server.scheduling.batch_policy import BatchingRule, Dispatch, WaitUntil, form_batch
 from server.scheduling.clock import Clock, MonotonicClock
-from server.scheduling.execution import execute_batches
+from server.scheduling.execution import BatchLayout, execute_batches
 from server.scheduling.job import InferenceJob
 from server.scheduling.ordering import OrderedRelease
 from server.scheduling.queue_policy import PriorityPolicy
@@ -49,7 +49,7 @@ class DynamicBatcher(Scheduler):
         rule: BatchingRule,
         priority: PriorityPolicy,
         instances: list[ModelInstance],
-        model_outputs: tuple[str, ...],
+        layout: BatchLayout,
         stats: ModelStats,
         preserve_ordering: bool = False,
         clock: Clock | None = None,
@@ -59,7 +59,7 @@ class DynamicBatcher(Scheduler):
         self._queue = RequestQueue(priority)
         self._idle: deque[ModelInstance] = deque(instances)
         self._instance_count = len(instances)
-        self._model_outputs = model_outputs
+        self._layout = layout
         self._stats = stats
         self._clock = clock or MonotonicClock()
         self._release = OrderedRelease() if preserve_ordering else None
@@ -168,7 +168,7 @@ class DynamicBatcher(Scheduler):
     # ---- execution ---------------------------------------------------------------------------
 
     def _dispatch(self, instance: ModelInstance, batches: list[list[InferenceJob]]) -> None:
-        loop, outputs = self._loop, self._model_outputs
+        loop, layout = self._loop, self._layout
 
         def report(jobs: list[InferenceJob], error: Exception | None) -> None:
             # RuntimeError: the loop is gone (process exiting) and nobody waits any more.
@@ -176,7 +176,7 @@ class DynamicBatcher(Scheduler):
                 loop.call_soon_threadsafe(self._batch_done, instance, jobs, error)
 
         def work() -> None:
-            execute_batches(instance, batches, outputs, report)
+            execute_batches(instance, batches, layout, report)
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._instance_free, instance)
 

@@ -7,11 +7,13 @@ the event loop) and raises whatever ONNX Runtime raised.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from time import monotonic_ns
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from server.repository.batch_inputs import BatchInputSpec, batch_input_array
 from server.scheduling.job import InferenceJob
 
 if TYPE_CHECKING:
@@ -26,11 +28,26 @@ def batch_output_names(jobs: list[InferenceJob], model_order: tuple[str, ...]) -
     return [name for name in model_order if name in wanted]
 
 
-def merge_feeds(jobs: list[InferenceJob]) -> dict[str, np.ndarray]:
-    """Concatenate each input along dim 0 with a single copy (none for a batch of one)."""
-    if len(jobs) == 1:
-        return jobs[0].feeds
-    return {name: np.concatenate([job.feeds[name] for job in jobs]) for name in jobs[0].feeds}
+@dataclass(frozen=True, slots=True)
+class BatchLayout:
+    """What a model version's batches are made of, beyond the requests' own feeds."""
+
+    # Every output, in the model's order.
+    model_outputs: tuple[str, ...]
+    # Tensors computed per batch from the requests' shapes (Triton's batch_input).
+    batch_inputs: tuple[BatchInputSpec, ...] = ()
+
+
+def merge_feeds(jobs: list[InferenceJob], batch_inputs: tuple[BatchInputSpec, ...] = ()) -> dict[str, np.ndarray]:
+    """Concatenate each input along dim 0 with a single copy (none for a batch of one; ragged
+    inputs arrive flat, so they concatenate into one flat tensor), plus the batch inputs."""
+    feeds = jobs[0].feeds if len(jobs) == 1 else {name: np.concatenate([job.feeds[name] for job in jobs]) for name in jobs[0].feeds}
+    if batch_inputs:
+        feeds = dict(feeds)
+        for spec in batch_inputs:
+            array = batch_input_array(spec, [job.source_shapes[spec.source] for job in jobs])
+            feeds.update(dict.fromkeys(spec.targets, array))
+    return feeds
 
 
 def split_outputs(jobs: list[InferenceJob], names: list[str], arrays: list[np.ndarray]) -> None:
@@ -46,11 +63,11 @@ def split_outputs(jobs: list[InferenceJob], names: list[str], arrays: list[np.nd
         offset = end
 
 
-def execute_batch(instance: ModelInstance, jobs: list[InferenceJob], model_outputs: tuple[str, ...]) -> None:
+def execute_batch(instance: ModelInstance, jobs: list[InferenceJob], layout: BatchLayout) -> None:
     """Blocking; called on ``instance``'s thread. Fills each job's outputs and timing."""
     start = monotonic_ns()
-    feeds = merge_feeds(jobs)
-    names = batch_output_names(jobs, model_outputs)
+    feeds = merge_feeds(jobs, layout.batch_inputs)
+    names = batch_output_names(jobs, layout.model_outputs)
     input_done = monotonic_ns()
     arrays = instance.run(feeds, names)
     infer_done = monotonic_ns()
@@ -67,7 +84,7 @@ def execute_batch(instance: ModelInstance, jobs: list[InferenceJob], model_outpu
 def execute_batches(
     instance: ModelInstance,
     batches: list[list[InferenceJob]],
-    model_outputs: tuple[str, ...],
+    layout: BatchLayout,
     report: Callable[[list[InferenceJob], Exception | None], None],
 ) -> None:
     """Blocking, on the instance thread: run each batch in turn and ``report`` it at once.
@@ -82,7 +99,7 @@ def execute_batches(
         if not live:
             continue
         try:
-            execute_batch(instance, live, model_outputs)
+            execute_batch(instance, live, layout)
         except Exception as exc:  # ORT's own failure: this batch fails, the others go on
             report(live, exc)
         else:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from server.observability.statistics import ModelStats
 from server.proto import model_config_pb2 as mc
+from server.repository.batch_inputs import batch_input_specs
 from server.runtime.instance import ModelInstance
 from server.scheduling.base import Scheduler
 from server.scheduling.batch_policy import BatchingRule
 from server.scheduling.batcher import DynamicBatcher
+from server.scheduling.execution import BatchLayout
 from server.scheduling.queue_policy import PriorityPolicy
 
 
 def create_scheduler(config: mc.ModelConfig, instances: list[ModelInstance], stats: ModelStats) -> Scheduler:
-    """Must be called on the event loop (the batcher starts its task).
+    """Must be called on the event loop (the batcher binds to the running loop).
 
     Every model gets a DynamicBatcher; without dynamic_batching (or with max_batch_size 0) it
     does not merge requests, but queueing, cancellation and statistics work the same.
@@ -21,7 +23,7 @@ def create_scheduler(config: mc.ModelConfig, instances: list[ModelInstance], sta
         rule=BatchingRule.from_config(config),
         priority=PriorityPolicy.from_config(config),
         instances=instances,
-        model_outputs=tuple(output.name for output in config.output),
+        layout=BatchLayout(tuple(output.name for output in config.output), batch_input_specs(config)),
         stats=stats,
         preserve_ordering=config.dynamic_batching.preserve_ordering,
     )

@@ -34,6 +34,8 @@ class InferenceJob:
     timeout_us: int = 0
     # Monotonic ns after which the caller no longer waits (gRPC deadline); 0 = none.
     deadline_ns: int = 0
+    # Request shapes of the inputs the model's batch inputs are computed from (usually none).
+    source_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     # Set by the queue at admission: priority level and queue-timeout instant (0 = none).
     level: int = 1
     timeout_at_ns: int = 0

@@ -34,6 +34,21 @@ PREFERRED_CONFIG = """
 max_batch_size: 8
 dynamic_batching { preferred_batch_size: [ 2, 6 ] max_queue_delay_microseconds: 3600000000 }
 """
+# Ragged: four requests of different lengths form one batch (the preferred size) however slowly
+# they arrive, since the delay is far longer than any test.
+RAGGED_CONFIG = """
+max_batch_size: 8
+input [ { name: "x", data_type: TYPE_FP32, dims: [ -1 ], allow_ragged_batch: true } ]
+batch_input [
+  { kind: BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO, target_name: "offsets", data_type: TYPE_INT32, source_input: "x" },
+  { kind: BATCH_ELEMENT_COUNT, target_name: "counts", data_type: TYPE_INT32, source_input: "x" }
+]
+output [
+  { name: "sum", data_type: TYPE_FP32, dims: [ 1 ], reshape { shape: [ ] } },
+  { name: "count", data_type: TYPE_FP32, dims: [ 1 ], reshape { shape: [ ] } }
+]
+dynamic_batching { preferred_batch_size: [ 4 ] max_queue_delay_microseconds: 3600000000 }
+"""
 SERVER_ID = "conformance-under-test"
 
 
@@ -44,6 +59,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     (repository / "classifier" / "labels.txt").write_text("\n".join(LABELS) + "\n")
     write_model(repository, "scalar_scale", onnx_models.scalar_scale())
     write_model(repository, "preferred", onnx_models.add_constant("FP32", ["batch", 4], 1.0), PREFERRED_CONFIG)
+    write_model(repository, "ragged", onnx_models.ragged_sum(), RAGGED_CONFIG)
+    write_model(repository, "ragged_unbatched", onnx_models.ragged_sum(), RAGGED_CONFIG.split("dynamic_batching")[0])
     process = ServerProcess([Path(repository)], ["--id", SERVER_ID], log_path=repository / "server.log")
     with process:
         process.wait_until(f"http://{process.http_url}/v2/health/ready", 60)
@@ -252,3 +269,58 @@ def test_the_completed_config_has_tritons_defaults(grpc_client: grpcclient.Infer
     assert [group["name"] for group in config["instance_group"]] == ["classifier"]
     assert config["optimization"]["input_pinned_memory"] == {"enable": True}
     assert config["optimization"]["output_pinned_memory"] == {"enable": True}
+
+
+# ---- ragged batching and batch inputs --------------------------------------------------------
+
+
+def ragged_input(values: np.ndarray) -> list[grpcclient.InferInput]:
+    item = grpcclient.InferInput("x", [1, len(values)], "FP32")
+    item.set_data_from_numpy(values.reshape(1, -1))
+    return [item]
+
+
+def test_requests_of_different_lengths_share_one_batch(grpc_client: grpcclient.InferenceServerClient) -> None:
+    before = grpc_client.get_inference_statistics("ragged", as_json=True)["model_stats"][0]
+    runs = [np.arange(n, dtype=np.float32) + n for n in (3, 1, 5, 2)]
+    done: queue.Queue[tuple[int, object, object]] = queue.Queue()
+    for index, values in enumerate(runs):
+        grpc_client.async_infer(
+            "ragged", ragged_input(values), lambda result, error, index=index: done.put((index, result, error)), client_timeout=120
+        )
+    answers = {}
+    for _ in runs:
+        index, result, error = done.get(timeout=120)
+        assert error is None, error
+        answers[index] = result
+    for index, values in enumerate(runs):
+        result = answers[index]
+        np.testing.assert_allclose(result.as_numpy("sum"), [[values.sum()]])
+        np.testing.assert_array_equal(result.as_numpy("count"), [[len(values)]])
+    after = grpc_client.get_inference_statistics("ragged", as_json=True)["model_stats"][0]
+    assert int(after.get("execution_count", 0)) - int(before.get("execution_count", 0)) == 1
+    assert {b["batch_size"]: b["compute_infer"]["count"] for b in after["batch_stats"]}.get("4") == "1"
+
+
+def test_a_lone_ragged_request_over_http(http_client: httpclient.InferenceServerClient) -> None:
+    values = np.array([1.5, 2.5], np.float32)
+    item = httpclient.InferInput("x", [1, 2], "FP32")
+    item.set_data_from_numpy(values.reshape(1, 2))
+    result = http_client.infer("ragged_unbatched", [item])
+    np.testing.assert_allclose(result.as_numpy("sum"), [[4.0]])
+    np.testing.assert_array_equal(result.as_numpy("count"), [[2.0]])
+
+
+def test_a_ragged_input_whose_data_does_not_fill_its_shape_is_refused(server: ServerProcess) -> None:
+    request = pb.ModelInferRequest(model_name="ragged_unbatched")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 3])
+    request.raw_input_contents.append(np.ones(2, np.float32).tobytes())
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(request, timeout=30)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        assert caught.value.details().endswith(  # type: ignore[attr-defined]
+            "input byte size mismatch for input 'x' for model 'ragged_unbatched'. Expected 12, got 8"
+        )
+        assert stub.ModelReady(pb.ModelReadyRequest(name="ragged_unbatched"), timeout=30).ready

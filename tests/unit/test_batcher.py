@@ -15,6 +15,7 @@ from server.observability.statistics import ModelStats, RequestTiming
 from server.runtime.instance import ModelInstance
 from server.scheduling.batch_policy import BatchingRule
 from server.scheduling.batcher import DynamicBatcher
+from server.scheduling.execution import BatchLayout
 from server.scheduling.job import InferenceJob
 from server.scheduling.queue_policy import PriorityPolicy, QueuePolicy
 
@@ -42,7 +43,7 @@ def job_for(rows: np.ndarray, **kwargs: int) -> InferenceJob:
 
 
 def batcher(instances: list[ModelInstance], stats: ModelStats, rule: BatchingRule, **kwargs: object) -> DynamicBatcher:
-    return DynamicBatcher(rule, PriorityPolicy((QueuePolicy(),)), instances, ("OUTPUT0",), stats, **kwargs)  # type: ignore[arg-type]
+    return DynamicBatcher(rule, PriorityPolicy((QueuePolicy(),)), instances, BatchLayout(("OUTPUT0",)), stats, **kwargs)  # type: ignore[arg-type]
 
 
 def run(coroutine: object) -> None:

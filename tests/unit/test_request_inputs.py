@@ -12,7 +12,7 @@ from server.errors import ErrorCode, ServerError
 from server.proto import model_config_pb2 as mc
 from server.repository.signature import GraphSignature, GraphTensor
 from server.repository.spec import ModelSpec, TensorSpec, spec_from_config
-from server.request_inputs import build_feeds, requested_output_names
+from server.request_inputs import prepare_inputs, requested_output_names
 from server.request_parameters import SchedulingParameters, scheduling_parameters
 from server.types import InferInput, InferRequest, ParameterValue, RequestedOutput
 
@@ -22,6 +22,11 @@ BATCH_NOTE = (
     "input shape. If you want to specify the full shape including the batch dim in your input dims config, try setting "
     "max_batch_size to zero. See the model configuration docs for more info on max_batch_size."
 )
+
+
+def build_feeds(model: ModelSpec, req: InferRequest) -> tuple[dict[str, np.ndarray], int]:
+    feeds, plan = prepare_inputs(model, req)
+    return feeds, plan.batch_size
 
 
 def tensor(name: str, datatype: str, dims: tuple[int, ...], reshape: tuple[int, ...] | None = None, optional: bool = False) -> TensorSpec:
