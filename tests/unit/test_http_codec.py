@@ -20,7 +20,7 @@ from server.frontends.http.repository import load_parameters
 from server.frontends.http.request_codec import BinaryOutputs, header_length, parse_infer_body, parse_raw_body
 from server.frontends.http.response_codec import render_response
 from server.frontends.http.tensor_json import array_from_data, data_from_array
-from server.frontends.http.transfer import inflate, response_coding
+from server.frontends.http.transfer import MAX_GZIP_MEMBERS, inflate, response_coding
 from server.proto import model_config_pb2 as mc
 from server.types import InferOutput, InferResponse, TensorMetadata
 
@@ -386,6 +386,27 @@ TEXT = b'{"inputs": []}' * 100
 )
 def test_inflate(encoding: str, compressed: bytes) -> None:
     assert inflate(compressed, encoding, len(TEXT)) == (TEXT if compressed else b"")
+
+
+def test_many_gzip_members_are_refused_without_quadratic_work() -> None:
+    # 200k empty members (4 MB): copying the rest of the body per member made this take a minute.
+    body = gzip.compress(b"") * 209_715
+    assert refusal(lambda: inflate(body, "gzip", 10**6)) == f"the request body has more than {MAX_GZIP_MEMBERS} gzip members"
+    assert inflate(gzip.compress(b"a") * MAX_GZIP_MEMBERS, "gzip", 10**6) == b"a" * MAX_GZIP_MEMBERS
+
+
+def test_a_bomb_stops_within_the_limit_plus_one_chunk() -> None:
+    import tracemalloc
+
+    bomb = gzip.compress(bytes(50_000_000), 9)  # about 50 kB on the wire
+    tracemalloc.start()
+    try:
+        with pytest.raises(HTTPRequestEntityTooLarge):
+            inflate(bomb, "gzip", 1_000_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8_000_000, peak  # the limit, one output buffer's growth and one input chunk
 
 
 def test_inflate_stops_at_the_limit() -> None:

@@ -27,7 +27,7 @@ def too_large(max_bytes: int, what: str = "request body") -> web.HTTPRequestEnti
     return web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=max_bytes + 1, text=message)
 
 
-async def read_body(request: web.Request, max_bytes: int) -> bytes:
+async def read_body(request: web.Request, max_bytes: int) -> bytes | bytearray:
     """The whole decoded body. Raises 413 past ``max_bytes`` and INVALID_ARG for a body that cannot be decoded."""
     encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower() or "identity"
     if encoding not in ("identity", "gzip", "x-gzip", "deflate"):
@@ -46,8 +46,13 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
     return await asyncio.to_thread(inflate, raw, encoding, max_bytes)
 
 
-def inflate(raw: bytes, encoding: str, max_bytes: int) -> bytes:
-    """Decode a gzip (one or more members) or deflate (zlib or raw) body of at most ``max_bytes``."""
+def inflate(raw: bytes, encoding: str, max_bytes: int) -> bytes | bytearray:
+    """Decode a gzip (one or more members) or deflate (zlib or raw) body of at most ``max_bytes``.
+
+    Linear in the body's size and bounded in memory: input is fed in small chunks and output is
+    produced straight into one buffer, so a bomb stops (413) as soon as the decoded size passes
+    the limit, and many tiny gzip members cost no more than one large one. Blocking (CPU).
+    """
     if not raw:
         return raw
     if encoding == "deflate":
@@ -57,29 +62,43 @@ def inflate(raw: bytes, encoding: str, max_bytes: int) -> bytes:
     return _inflate_stream(raw, 16 + zlib.MAX_WBITS, "gzip", max_bytes, members=True)
 
 
-def _inflate_stream(raw: bytes, wbits: int, encoding: str, max_bytes: int, members: bool) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    remaining = raw
+# Compressed input is fed to zlib this many bytes at a time: what is left over when a gzip member
+# ends is copied once, so copies per member stay this small whatever the body's size.
+_INFLATE_CHUNK = 16 * 1024
+# Concatenated gzip members are legal but rare; more than this is a body built to cost CPU.
+MAX_GZIP_MEMBERS = 64
+
+
+def _inflate_stream(raw: bytes, wbits: int, encoding: str, max_bytes: int, members: bool) -> bytearray:
+    out = bytearray()
+    view = memoryview(raw)
+    offset, carried, count = 0, b"", 0
     while True:
+        count += 1
+        if count > MAX_GZIP_MEMBERS:
+            raise ServerError.invalid_arg(f"the request body has more than {MAX_GZIP_MEMBERS} gzip members")
         decompressor = zlib.decompressobj(wbits)
-        try:
-            part = decompressor.decompress(remaining, max_bytes + 1 - size)
-        except zlib.error as exc:
-            raise ServerError.invalid_arg(f"the request body is not valid {encoding} data: {exc}") from None
-        size += len(part)
-        if size > max_bytes:
-            raise too_large(max_bytes, "decoded request body")
-        if not decompressor.eof:
-            raise ServerError.invalid_arg(f"the request body is not valid {encoding} data: the compressed stream is truncated")
-        parts.append(part)
-        remaining = decompressor.unused_data
-        if not remaining:
-            return b"".join(parts)
+        while not decompressor.eof:
+            if decompressor.unconsumed_tail:
+                data: bytes | memoryview = decompressor.unconsumed_tail
+            elif carried:
+                data, carried = carried, b""
+            elif offset < len(raw):
+                data, offset = view[offset : offset + _INFLATE_CHUNK], offset + _INFLATE_CHUNK
+            else:
+                raise ServerError.invalid_arg(f"the request body is not valid {encoding} data: the compressed stream is truncated")
+            try:
+                out += decompressor.decompress(data, max_bytes + 1 - len(out))
+            except zlib.error as exc:
+                raise ServerError.invalid_arg(f"the request body is not valid {encoding} data: {exc}") from None
+            if len(out) > max_bytes:
+                raise too_large(max_bytes, "decoded request body")
+        carried = decompressor.unused_data
+        if not carried and offset >= len(raw):
+            return out
         if not members:
-            raise ServerError.invalid_arg(
-                f"the request body is not valid {encoding} data: {len(remaining)} bytes follow the compressed stream"
-            )
+            trailing = len(carried) + max(0, len(raw) - offset)
+            raise ServerError.invalid_arg(f"the request body is not valid {encoding} data: {trailing} bytes follow the compressed stream")
 
 
 def _has_zlib_header(raw: bytes) -> bool:
