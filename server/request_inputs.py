@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from server.classification import check_classifiable
+from server.client_strings import MAX_REQUEST_ID_CHARS, check_client_string
 from server.datatypes import SUPPORTED_DATATYPES, bf16_unsupported, decode_raw
 from server.errors import ErrorCode, ServerError
 from server.repository.signature import format_dims
@@ -25,6 +26,19 @@ _BATCH_NOTE = (
     "in your input dims config, try setting max_batch_size to zero. See the model configuration "
     "docs for more info on max_batch_size."
 )
+
+
+def check_request_strings(request: InferRequest) -> None:
+    """Refuse (INVALID_ARG) an id or tensor/parameter name that is too long or unprintable, before
+    any message echoes it. The model name is checked by the lookup."""
+    if request.id:
+        check_client_string("request id", request.id, MAX_REQUEST_ID_CHARS)
+    for item in request.inputs:
+        check_client_string("input name", item.name)
+    for output in request.outputs:
+        check_client_string("output name", output.name)
+    for key in request.parameters:
+        check_client_string("parameter name", key)
 
 
 def request_prefix(request: InferRequest) -> str:

@@ -22,7 +22,7 @@ from server.observability.statistics import RequestTiming
 from server.proto import model_config_pb2 as mc
 from server.repository.manager import ModelManager, parse_version
 from server.repository.model_version import ServingVersion
-from server.request_inputs import prepare_inputs, requested_output_names
+from server.request_inputs import check_request_strings, prepare_inputs, requested_output_names
 from server.request_parameters import scheduling_parameters
 from server.scheduling.job import InferenceJob
 from server.settings import ModelControlMode
@@ -216,6 +216,7 @@ class InferenceService:
         received_ns = monotonic_ns()
         if self._exiting:
             raise ServerError.unavailable("Server exiting")
+        check_request_strings(request)
         serving = self._manager.get(request.model_name, request.model_version)
         stats = serving.stats
         try:

@@ -17,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from server.client_strings import MAX_MODEL_NAME_BYTES, check_client_string, check_model_name
 from server.errors import ErrorCode, ServerError
 from server.observability.histograms import VersionHistograms
 from server.proto import model_config_pb2 as mc
@@ -25,7 +26,7 @@ from server.repository.config_file import ignored_fields, read_config_file
 from server.repository.fingerprint import FileHasher, ModelFingerprint
 from server.repository.layout import ModelSource, read_model, scan_repositories
 from server.repository.model_version import ModelRecord, ServingVersion, VersionRecord
-from server.repository.request_files import PrivateModelFiles, check_model_name
+from server.repository.request_files import PrivateModelFiles
 from server.repository.signature import format_dims
 from server.runtime.loader import LoadOptions, load_version
 from server.runtime.threads import available_cores, default_intra_op_threads
@@ -298,6 +299,7 @@ class ModelManager:
         """
         record = self._models.get(name)
         if record is None:
+            check_client_string("model name", name, MAX_MODEL_NAME_BYTES)  # before the name is echoed
             raise ServerError.not_found(f"Request for unknown model: '{name}' is not found")
         if not version:
             if record.latest_ready is None:

@@ -1,4 +1,4 @@
-"""Model names and model files that arrive in load requests, kept inside a private area.
+"""Model files that arrive in load requests, kept inside a private area.
 
 Nothing a request names may reach outside the repositories or the private temporary directory:
 names with path separators or dot-segments are refused with INVALID_ARG before any file I/O.
@@ -10,16 +10,11 @@ import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
 
+from server.client_strings import check_model_name
 from server.errors import ServerError
 from server.repository.layout import is_version_dir_name
 
 FILE_PREFIX = "file:"
-
-
-def check_model_name(name: str) -> None:
-    """Raise INVALID_ARG unless ``name`` is a plain directory name."""
-    if not name or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\\0"):
-        raise ServerError.invalid_arg(f"invalid model name '{name}': a model name must be a plain directory name")
 
 
 def relative_file_path(key: str) -> PurePosixPath:

@@ -305,6 +305,10 @@ ERROR_CASES = [
     ("name_backslash", "load", "a\\..\\b", {}, "INVALID_ARGUMENT", "invalid model name", False),
     ("name_nul", "load", "alpha\x00x", {}, "INVALID_ARGUMENT", "invalid model name", False),
     ("unload_name_parent", "unload", "../alpha", {}, "INVALID_ARGUMENT", "invalid model name '../alpha'", False),
+    ("name_newline", "load", "alpha\nmodel 'beta': READY", {}, "INVALID_ARGUMENT", "control or formatting characters", False),
+    ("name_rtl_override", "load", "abc\u202egpj", {}, "INVALID_ARGUMENT", "control or formatting characters", False),
+    ("name_blank", "load", "   ", {}, "INVALID_ARGUMENT", "must not be empty or blank", False),
+    ("name_too_long", "load", "m" * 300, {"config": "{}", "files": GARBAGE}, "INVALID_ARGUMENT", "at most 255 bytes", False),
     ("name_traversal_files", "load", "../evil", {"config": "{}", "files": GARBAGE}, "INVALID_ARGUMENT", "invalid model name", False),
 ]
 # Each key next to a valid model file: only the key can be what fails.

@@ -14,7 +14,7 @@ import grpc
 from server.errors import ServerError
 from server.frontends.grpc import convert
 from server.frontends.grpc.outbox import Outbox
-from server.frontends.grpc.status import GRPC_STATUS
+from server.frontends.grpc.status import GRPC_STATUS, status_details
 from server.proto import grpc_service_pb2 as pb
 from server.proto import grpc_service_pb2_grpc as pb_grpc
 from server.service import InferenceService, PendingInference
@@ -39,12 +39,12 @@ def mapped_errors(handler: Handler) -> Handler:
         try:
             return await handler(self, request, context)
         except ServerError as error:
-            await context.abort(GRPC_STATUS[error.code], error.message)
+            await context.abort(GRPC_STATUS[error.code], status_details(error.message))
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
         except Exception as exc:  # a bug must cost one call, never the server
             log.exception("unexpected error in %s", handler.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
+            await context.abort(grpc.StatusCode.INTERNAL, status_details(f"internal error: {exc}"))
 
     return wrapper  # type: ignore[return-value]
 

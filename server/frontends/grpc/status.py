@@ -16,3 +16,14 @@ GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.CANCELLED: grpc.StatusCode.CANCELLED,
     ErrorCode.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
+
+# A status message travels in the grpc-message trailer, which HTTP/2 peers cap (8-16 KiB of
+# metadata): a longer one would turn the real error into RESOURCE_EXHAUSTED on the client.
+MAX_STATUS_MESSAGE_CHARS = 4096
+
+
+def status_details(message: str) -> str:
+    """``message`` cut to what a gRPC trailer carries safely, saying that it was cut."""
+    if len(message) <= MAX_STATUS_MESSAGE_CHARS:
+        return message
+    return message[: MAX_STATUS_MESSAGE_CHARS - 40] + f"... ({len(message) - MAX_STATUS_MESSAGE_CHARS + 40} more characters)"
