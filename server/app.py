@@ -13,7 +13,7 @@ import signal
 import time
 
 from server.frontends.grpc.server import GrpcFrontend
-from server.frontends.http.server import HttpSite, build_http_app, build_metrics_app
+from server.frontends.http.server import ConnectionLimits, HttpSite, build_http_app, build_metrics_app
 from server.observability.metrics import render_inference_metrics, render_latency_histograms
 from server.observability.system_metrics import SystemMetrics
 from server.repository.manager import ModelManager
@@ -23,14 +23,20 @@ from server.settings import ModelControlMode, Settings
 log = logging.getLogger(__name__)
 
 
-def connection_age_options(settings: Settings) -> list[tuple[str, int]]:
-    """gRPC keeps connections for ever; ageing them out lets clients spread over new replicas."""
-    if not settings.grpc_max_connection_age_ms:
-        return []
-    return [
-        ("grpc.max_connection_age_ms", settings.grpc_max_connection_age_ms),
-        ("grpc.max_connection_age_grace_ms", settings.grpc_max_connection_age_grace_ms),
+def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    """The gRPC server's limits (README "Limits") and, when set, connection ageing: gRPC keeps
+    connections for ever, and ageing them out lets clients spread over new replicas."""
+    options = [
+        ("grpc.max_receive_message_length", settings.grpc_max_receive_bytes),
+        ("grpc.max_allowed_incoming_connections", settings.grpc_max_connections),
+        ("grpc.server_handshake_timeout_ms", int(settings.grpc_handshake_timeout_secs * 1000)),
     ]
+    if settings.grpc_max_connection_idle_secs:
+        options.append(("grpc.max_connection_idle_ms", int(settings.grpc_max_connection_idle_secs * 1000)))
+    if settings.grpc_max_connection_age_ms:
+        options.append(("grpc.max_connection_age_ms", settings.grpc_max_connection_age_ms))
+        options.append(("grpc.max_connection_age_grace_ms", settings.grpc_max_connection_age_grace_ms))
+    return options
 
 
 # How long a stopping server keeps answering UNAVAILABLE before closing gRPC connections.
@@ -78,14 +84,16 @@ class App:
         s = self.settings
         if s.allow_grpc:
             try:
-                self._grpc = GrpcFrontend(self.service, s.host, s.grpc_port, connection_age_options(s))
+                self._grpc = GrpcFrontend(self.service, s.host, s.grpc_port, grpc_options(s))
             except RuntimeError as exc:  # grpcio: "Failed to bind to address ..." (e.g. the port is in use)
                 raise StartupError(f"cannot listen for gRPC: {exc}") from None
             await self._grpc.start()
         if s.allow_http:
-            self._sites.append(HttpSite(build_http_app(self.service, s.http_max_input_bytes), s.host, s.http_port))
+            http_limits = ConnectionLimits(s.http_max_connections, s.http_idle_timeout_secs, s.http_body_timeout_secs)
+            app = build_http_app(self.service, s.http_max_input_bytes, s.http_body_timeout_secs)
+            self._sites.append(HttpSite(app, s.host, s.http_port, http_limits))
         if s.allow_metrics:
-            self._sites.append(HttpSite(build_metrics_app(self.render_metrics), s.host, s.metrics_port))
+            self._sites.append(HttpSite(build_metrics_app(self.render_metrics), s.host, s.metrics_port, ConnectionLimits()))
             self._background.append(asyncio.create_task(self.system_metrics.run(s.metrics_interval_ms / 1000)))
         for site in self._sites:
             try:

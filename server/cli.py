@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from server.settings import LogFormat, ModelControlMode, Settings, SettingsError
+from server.settings import DEFAULT_MAX_INPUT_BYTES, LogFormat, ModelControlMode, Settings, SettingsError
 
 ENV_PREFIX = "ORTSERVE_"
 
@@ -102,9 +102,23 @@ def build_parser() -> OneLineParser:
         "--http-max-input-bytes",
         "--http-max-input-size",
         type=int,
-        default=2**31 - 1,
-        help="largest HTTP request body in bytes, compressed or not (413 above it; default 2 GiB - 1, as gRPC)",
+        default=DEFAULT_MAX_INPUT_BYTES,
+        help="largest HTTP request body in bytes, on the wire and decoded (413 above it; default 128 MiB, at most 2 GiB - 1)",
     )
+    p.add_argument(
+        "--grpc-max-receive-bytes",
+        type=int,
+        default=DEFAULT_MAX_INPUT_BYTES,
+        help="largest gRPC request message in bytes, compressed or decoded (default 128 MiB, at most 2 GiB - 1)",
+    )
+    p.add_argument("--grpc-max-connections", type=int, default=1024, help="open gRPC connections (more are closed)")
+    p.add_argument("--http-max-connections", type=int, default=1024, help="open HTTP connections (more are closed)")
+    p.add_argument("--grpc-handshake-timeout-secs", type=float, default=10.0, help="time a gRPC connection gets for its preface")
+    p.add_argument(
+        "--grpc-max-connection-idle-secs", type=float, default=900.0, help="GOAWAY to a gRPC connection without calls (0 = never)"
+    )
+    p.add_argument("--http-idle-timeout-secs", type=float, default=30.0, help="time to send a request head, and keep-alive idle time")
+    p.add_argument("--http-body-timeout-secs", type=float, default=60.0, help="time a request body gets to arrive")
     p.add_argument("--metrics-interval-ms", type=int, default=2000, help="how often CPU/GPU gauges are sampled")
     p.add_argument(
         "--metrics-config", action="append", default=None, help="histogram_latencies=true|false (ortserve_* histograms, default true)"
@@ -206,6 +220,13 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
             grpc_max_connection_age_ms=args.grpc_max_connection_age_ms,
             grpc_max_connection_age_grace_ms=args.grpc_max_connection_age_grace_ms,
             http_max_input_bytes=args.http_max_input_bytes,
+            grpc_max_receive_bytes=args.grpc_max_receive_bytes,
+            grpc_max_connections=args.grpc_max_connections,
+            http_max_connections=args.http_max_connections,
+            grpc_handshake_timeout_secs=args.grpc_handshake_timeout_secs,
+            grpc_max_connection_idle_secs=args.grpc_max_connection_idle_secs,
+            http_idle_timeout_secs=args.http_idle_timeout_secs,
+            http_body_timeout_secs=args.http_body_timeout_secs,
         )
     except SettingsError as exc:
         parser.error(str(exc))

@@ -22,6 +22,13 @@ class SettingsError(ValueError):
     """A setting that cannot work; the message is shown to the user as is."""
 
 
+# A request body or message may take this much by default, on the wire and decoded: enough for a
+# batch of large images, small enough that a few at once cannot exhaust a node. Raise it per
+# deployment (at most 2 GiB - 1, gRPC's own ceiling).
+DEFAULT_MAX_INPUT_BYTES = 128 * 2**20
+MAX_MESSAGE_BYTES = 2**31 - 1
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     model_repositories: tuple[Path, ...]
@@ -55,8 +62,20 @@ class Settings:
     grpc_max_connection_age_ms: int = 0
     grpc_max_connection_age_grace_ms: int = 0
     # Largest HTTP request body, before and after Content-Encoding decoding (413 above it).
-    # gRPC's 2 GiB - 1, so a tensor that fits one protocol fits the other.
-    http_max_input_bytes: int = 2**31 - 1
+    http_max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
+    # Largest gRPC request message, compressed or decoded (gRPC answers RESOURCE_EXHAUSTED).
+    grpc_max_receive_bytes: int = DEFAULT_MAX_INPUT_BYTES
+    # Open connections per port; more are closed as they arrive.
+    grpc_max_connections: int = 1024
+    http_max_connections: int = 1024
+    # A gRPC connection that has not finished its HTTP/2 preface by then is closed; one with no
+    # call for the idle time gets GOAWAY (0 = never).
+    grpc_handshake_timeout_secs: float = 10.0
+    grpc_max_connection_idle_secs: float = 900.0
+    # An HTTP connection without a complete request head for this long is closed (also the
+    # keep-alive idle time); a request body must arrive within the body timeout.
+    http_idle_timeout_secs: float = 30.0
+    http_body_timeout_secs: float = 60.0
 
     def __post_init__(self) -> None:
         if not self.model_repositories:
@@ -73,8 +92,17 @@ class Settings:
             raise SettingsError(f"the HTTP, gRPC and metrics ports must differ, got {ports}")
         if self.grpc_max_connection_age_ms < 0 or self.grpc_max_connection_age_grace_ms < 0:
             raise SettingsError("--grpc-max-connection-age-ms and its grace must be >= 0")
-        if self.http_max_input_bytes < 1:
-            raise SettingsError("--http-max-input-bytes must be >= 1")
+        for flag, value in (
+            ("--http-max-input-bytes", self.http_max_input_bytes),
+            ("--grpc-max-receive-bytes", self.grpc_max_receive_bytes),
+        ):
+            if not 1 <= value <= MAX_MESSAGE_BYTES:
+                raise SettingsError(f"{flag} must be between 1 and {MAX_MESSAGE_BYTES}")
+        if self.grpc_max_connections < 1 or self.http_max_connections < 1:
+            raise SettingsError("--grpc-max-connections and --http-max-connections must be >= 1")
+        timeouts = (self.grpc_handshake_timeout_secs, self.http_idle_timeout_secs, self.http_body_timeout_secs)
+        if min(timeouts) <= 0 or self.grpc_max_connection_idle_secs < 0:
+            raise SettingsError("connection timeouts must be > 0 (--grpc-max-connection-idle-secs: >= 0, 0 = never)")
         if self.metrics_interval_ms < 1:
             raise SettingsError("--metrics-interval-ms must be >= 1")
         if self.exit_timeout_secs < 0:

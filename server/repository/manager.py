@@ -12,6 +12,7 @@ A failed load leaves whatever served before still serving, with the reason on re
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -203,7 +204,9 @@ class ModelManager:
             log.info("model '%s': config fields parsed but not acted on: %s", name, ", ".join(unused))
         stale = [v for v in record.versions if v not in versions]
         to_load = [v for v in versions if force or _needs_load(record.versions.get(v), fingerprint, v)]
-        loaded = await asyncio.gather(*(self._load_version(record, source, config, v, fingerprint) for v in to_load))
+        # A config from a load request is the network's: its warmup is held to bounds (runtime/warmup.py).
+        options = dataclasses.replace(self._load_options, network_config=config_override is not None)
+        loaded = await asyncio.gather(*(self._load_version(record, source, config, v, fingerprint, options) for v in to_load))
         if stale and any(record.versions[v].state is ModelState.READY for v in versions):
             await asyncio.gather(*(self._retire(record, v, keep_entry=False) for v in stale))
         record.refresh_latest()
@@ -211,7 +214,13 @@ class ModelManager:
         return any(loaded)
 
     async def _load_version(
-        self, record: ModelRecord, source: ModelSource, config: mc.ModelConfig, version: int, fingerprint: ModelFingerprint | None
+        self,
+        record: ModelRecord,
+        source: ModelSource,
+        config: mc.ModelConfig,
+        version: int,
+        fingerprint: ModelFingerprint | None,
+        options: LoadOptions,
     ) -> bool:
         """Load one version next to whatever serves it now; True once the new load serves."""
         entry = record.versions.setdefault(version, VersionRecord(version))
@@ -221,7 +230,7 @@ class ModelManager:
         started = time.monotonic()
         try:
             loaded = await asyncio.get_running_loop().run_in_executor(
-                self._load_pool, load_version, config, source.name, version, source.versions[version], source.directory, self._load_options
+                self._load_pool, load_version, config, source.name, version, source.versions[version], source.directory, options
             )
         except Exception as exc:  # a bug or an unexpected ORT failure must not stop other models
             error = exc if isinstance(exc, ServerError) else ServerError.internal(f"internal error while loading: {exc}")

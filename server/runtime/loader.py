@@ -27,7 +27,7 @@ from server.runtime.devices import DeviceChoice, device_choices
 from server.runtime.gpus import usable_gpu_count
 from server.runtime.instance import ModelInstance, graph_signature
 from server.runtime.session_options import build_session_options
-from server.runtime.warmup import WarmupReport, run_warmup
+from server.runtime.warmup import NETWORK_WARMUP_LIMITS, WarmupReport, run_warmup
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ class LoadOptions:
     default_max_batch_size: int
     # Intra-op threads per CPU instance when the config does not say (see runtime/threads.py).
     default_intra_op_threads: int
+    # The config came with a load request (not from the repository): its warmup is bounded.
+    network_config: bool = False
 
 
 @dataclass(slots=True)
@@ -88,7 +90,7 @@ def load_version(
             reuse = index == 0 and device == DeviceChoice.cpu()
             session = probe if reuse else _open_session(path, model_dir, config, device, options)
             instances.append(ModelInstance(f"{model_name}_v{version}_{index}", session, device.label, use_io_binding=not device.is_cpu))
-        warmup = run_warmup(config, spec, instances, model_dir)
+        warmup = run_warmup(config, spec, instances, model_dir, NETWORK_WARMUP_LIMITS if options.network_config else None)
     except BaseException:
         for instance in instances:
             instance.close()

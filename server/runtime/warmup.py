@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from math import prod
 from pathlib import Path
 
 import numpy as np
 
-from server.datatypes import config_to_wire, decode_raw, numpy_dtype
+from server.datatypes import SUPPORTED_DATATYPES, config_to_wire, decode_raw, numpy_dtype
 from server.errors import ServerError
 from server.proto import model_config_pb2 as mc
 from server.repository.batch_inputs import batch_input_array, batch_input_specs
@@ -23,6 +24,21 @@ from server.runtime.instance import ModelInstance
 
 log = logging.getLogger(__name__)
 WARMUP_DIR = "warmup"
+
+
+@dataclass(frozen=True, slots=True)
+class WarmupLimits:
+    """Bounds on a warmup that a load request supplied (a repository's own config is trusted)."""
+
+    # Bytes of one sample's inputs (elements x item size; 8 bytes per BYTES element), checked
+    # before anything is allocated.
+    max_sample_bytes: int
+    # Executions of one sample on one instance, and executions in all.
+    max_count: int
+    max_executions: int
+
+
+NETWORK_WARMUP_LIMITS = WarmupLimits(max_sample_bytes=64 * 2**20, max_count=16, max_executions=64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +98,31 @@ def _sample_input(
     return array
 
 
+def check_warmup_limits(config: mc.ModelConfig, spec: ModelSpec, instance_count: int, limits: WarmupLimits) -> None:
+    """Refuse (INVALID_ARG) a warmup past ``limits`` before any of it is allocated or run."""
+    network = "the limit for a config sent over the network"
+    executions = 0
+    for sample in config.model_warmup:
+        count = max(sample.count, 1)
+        if count > limits.max_count:
+            raise _error(config, sample, f"count {sample.count} is above {limits.max_count}, {network}")
+        executions += count * instance_count
+        rows = max(sample.batch_size, 1) if spec.batching else 1
+        size = sum(rows * prod(max(d, 0) for d in given.dims) * _item_size(given.data_type) for given in sample.inputs.values())
+        if size > limits.max_sample_bytes:
+            raise _error(config, sample, f"its inputs take {size} bytes, above {limits.max_sample_bytes}, {network}")
+    if executions > limits.max_executions:
+        raise ServerError.invalid_arg(
+            f"model '{config.name}': warmup would run {executions} executions, above {limits.max_executions}, {network}"
+        )
+
+
+def _item_size(data_type: int) -> int:
+    """Bytes per element, counting a BYTES element as 8 (its smallest in-memory cost)."""
+    wire = config_to_wire(mc.DataType.Name(data_type))
+    return numpy_dtype(wire).itemsize if wire in SUPPORTED_DATATYPES and wire != "BYTES" else 8
+
+
 def _random(wire: str, shape: tuple[int, ...]) -> np.ndarray:
     rng = np.random.default_rng(0)
     if wire == "BYTES":
@@ -100,8 +141,12 @@ def _error(config: mc.ModelConfig, sample: mc.ModelWarmup, detail: str) -> Serve
     return ServerError.invalid_arg(f"model '{config.name}': warmup sample '{sample.name}': {detail}")
 
 
-def run_warmup(config: mc.ModelConfig, spec: ModelSpec, instances: list[ModelInstance], model_dir: Path) -> WarmupReport:
-    """Blocking (a load thread). Raises INVALID_ARG for a bad sample, INTERNAL if ORT fails."""
+def run_warmup(
+    config: mc.ModelConfig, spec: ModelSpec, instances: list[ModelInstance], model_dir: Path, limits: WarmupLimits | None = None
+) -> WarmupReport:
+    """Blocking (a load thread). Raises INVALID_ARG for a bad sample or one past ``limits``, INTERNAL if ORT fails."""
+    if limits is not None:
+        check_warmup_limits(config, spec, len(instances), limits)
     started = time.monotonic()
     executions = 0
     outputs = [output.name for output in config.output]

@@ -6,28 +6,27 @@ import asyncio
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from server.frontends.grpc.convert import MAX_MESSAGE_BYTES
+from server.frontends.grpc.handlers import add_inference_service, add_service
 from server.frontends.grpc.health import INFERENCE_SERVICE_NAME, ReadinessHealthServicer
 from server.frontends.grpc.servicer import InferenceServicer
 from server.proto import grpc_service_pb2, model_config_pb2
-from server.proto import grpc_service_pb2_grpc as pb_grpc
 from server.service import InferenceService
 
 
 class GrpcFrontend:
     def __init__(self, service: InferenceService, host: str, port: int, extra_options: list[tuple[str, int]] | None = None) -> None:
-        options = [
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            *(extra_options or []),
-        ]
-        self._server = grpc.aio.server(options=options)
+        # ``extra_options`` win over these defaults (e.g. a smaller receive limit); gRPC itself
+        # would read the first of two same-named options, so they are merged here.
+        options = dict([("grpc.max_send_message_length", MAX_MESSAGE_BYTES), ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
+        options.update(extra_options or [])
+        self._server = grpc.aio.server(options=list(options.items()))
         self._health = ReadinessHealthServicer(service)
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(service), self._server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        add_inference_service(InferenceServicer(service), self._server)
+        add_service(self._server, self._health, health_pb2.DESCRIPTOR.services_by_name["Health"], health_pb2)
         reflection.enable_server_reflection(
             [INFERENCE_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
             self._server,

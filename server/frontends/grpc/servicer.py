@@ -13,6 +13,7 @@ import grpc
 
 from server.errors import ServerError
 from server.frontends.grpc import convert
+from server.frontends.grpc.handlers import MalformedRequest
 from server.frontends.grpc.outbox import Outbox
 from server.frontends.grpc.status import GRPC_STATUS, status_details
 from server.proto import grpc_service_pb2 as pb
@@ -36,6 +37,8 @@ def mapped_errors(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Any, context: Ctx) -> Any:
+        if isinstance(request, MalformedRequest):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, status_details(request.describe()))
         try:
             return await handler(self, request, context)
         except ServerError as error:
@@ -130,6 +133,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         try:
             async for request in request_iterator:
+                if isinstance(request, MalformedRequest):
+                    responses.put(_stream_error(pb.ModelInferRequest(), request.describe()))
+                    continue
                 try:
                     pending = self._service.submit(convert.request_from_pb(request, None))
                 except ServerError as error:

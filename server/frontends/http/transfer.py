@@ -16,6 +16,8 @@ from aiohttp.web import ContentCoding
 
 from server.errors import ServerError
 
+# Seconds a request body gets to arrive (--http-body-timeout-secs), set on the application.
+BODY_TIMEOUT = web.AppKey("body_timeout_secs", float)
 _RESPONSE_CODINGS = {"gzip": ContentCoding.gzip, "deflate": ContentCoding.deflate}
 # Bodies larger than this are inflated on a worker thread (zlib releases the GIL), off the event loop.
 _INLINE_INFLATE_BYTES = 256 * 1024
@@ -35,10 +37,14 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes | bytearray:
     declared = request.content_length
     if declared is not None and declared > max_bytes:
         raise too_large(max_bytes, f"request body of {declared} bytes")  # refused before a byte of it is read
+    timeout = request.app.get(BODY_TIMEOUT, 60.0)
     try:
-        raw = await request.read()
+        async with asyncio.timeout(timeout):
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise too_large(max_bytes) from None
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text=f"the request body did not arrive within {timeout:g} s (--http-body-timeout-secs)") from None
     if encoding == "identity":
         return raw
     if len(raw) <= _INLINE_INFLATE_BYTES:
