@@ -19,7 +19,7 @@ from server.repository import autocomplete
 from server.repository.batching_validation import validate_batching
 from server.repository.validation import validate_config
 from server.runtime.devices import DeviceChoice, device_choices
-from server.runtime.gpus import usable_gpu_count
+from server.runtime.gpus import CUDA_PROVIDER, usable_gpu_count
 from server.runtime.instance import ModelInstance, graph_signature
 from server.runtime.session_options import build_session_options
 from server.runtime.warmup import WarmupReport, run_warmup
@@ -87,7 +87,17 @@ def load_version(
 
 def _open_session(path: Path, config: mc.ModelConfig, device: DeviceChoice, options: LoadOptions) -> ort.InferenceSession:
     session_options = build_session_options(config, options.default_intra_op_threads)
+    # A GPU provider that fails to start must fail the load: by default ORT's Python layer would
+    # retry on CPU and the instance would claim a GPU it does not use.
+    fallback = {} if device.is_cpu else {"enable_fallback": 0}
     try:
-        return ort.InferenceSession(str(path), sess_options=session_options, providers=device.providers)
+        session = ort.InferenceSession(str(path), sess_options=session_options, providers=device.providers, **fallback)
     except Exception as exc:  # ORT raises its own exception types for bad files
         raise ServerError.invalid_arg(f"failed to load '{path}' with ONNX Runtime: {exc}") from None
+    if not device.is_cpu and CUDA_PROVIDER not in session.get_providers():
+        # ORT drops a provider whose library does not load with only a log line.
+        raise ServerError.invalid_arg(
+            f"model '{config.name}': ONNX Runtime did not start {CUDA_PROVIDER} on {device.label} (the session got "
+            f"{session.get_providers()}); its log lines say why"
+        )
+    return session
