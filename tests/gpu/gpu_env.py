@@ -1,7 +1,7 @@
 """What the GPU tests need to know about the machine, asked the way the server asks it.
 
-The CUDA provider is probed in a child interpreter, so the pytest process itself never loads CUDA
-or holds GPU memory; the servers under test are child processes too.
+The CUDA provider is probed in a child interpreter, so the pytest process itself never creates a
+CUDA context or holds GPU memory; the servers under test are child processes too.
 """
 
 from __future__ import annotations
@@ -10,8 +10,11 @@ import json
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
+
+import tritonclient.grpc as grpcclient
 
 from tests.harness import REPO_ROOT
 
@@ -55,3 +58,14 @@ def shadow_cuda_library(directory: Path, cuda_version: str) -> Path:
     major = cuda_version.split(".")[0]
     (directory / f"libcublasLt.so.{major}").write_text("not a shared library\n")
     return directory
+
+
+def settled_index(client: grpcclient.InferenceServerClient, names: set[str], timeout: float = 120.0) -> dict[str, dict]:
+    """The repository index once every model in ``names`` is READY or UNAVAILABLE."""
+    deadline, index = time.monotonic() + timeout, {}
+    while time.monotonic() < deadline:
+        index = {m["name"]: m for m in client.get_model_repository_index(as_json=True)["models"]}
+        if all(index.get(name, {}).get("state") in ("READY", "UNAVAILABLE") for name in names):
+            return index
+        time.sleep(0.1)
+    raise TimeoutError(f"models {sorted(names)} did not settle: {index}")

@@ -9,7 +9,6 @@ LD_LIBRARY_PATH), which is what a machine without that CUDA major version looks 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from scripts import onnx_models
-from tests.gpu.gpu_env import probe_cuda, shadow_cuda_library
+from tests.gpu.gpu_env import probe_cuda, settled_index, shadow_cuda_library
 from tests.harness import ServerProcess
 from tests.repository_builder import write_model
 
@@ -35,17 +34,6 @@ def broken_cuda_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     problem, usable, _ = probe_cuda(dict(os.environ))
     assert usable == 0 and problem is not None, "the shadow library did not stop the CUDA provider"
     return ["CUDAExecutionProvider cannot start", f"libcublasLt.so.{cuda_version.split('.')[0]}"]
-
-
-def settled_index(client: grpcclient.InferenceServerClient, names: set[str], timeout: float = 120.0) -> dict[str, dict]:
-    """The repository index once every model in ``names`` is READY or UNAVAILABLE."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        index = {m["name"]: m for m in client.get_model_repository_index(as_json=True)["models"]}
-        if all(index.get(name, {}).get("state") in ("READY", "UNAVAILABLE") for name in names):
-            return index
-        time.sleep(0.1)
-    raise TimeoutError(f"models {sorted(names)} did not settle: {index}")
 
 
 def test_kind_gpu_fails_with_the_reason_and_kind_auto_serves_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

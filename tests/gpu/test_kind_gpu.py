@@ -18,6 +18,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from scripts import onnx_models
+from tests.gpu.gpu_env import settled_index
 from tests.harness import ServerProcess
 from tests.repository_builder import write_model
 
@@ -31,6 +32,7 @@ instance_group [ { kind: KIND_GPU count: 1 gpus: [ 0 ] } ]
 MLP_GPU = "max_batch_size: 32\ninstance_group [ { kind: KIND_GPU count: 2 } ]"
 HALF_GPU = "max_batch_size: 8\ninstance_group [ { kind: KIND_GPU } ]"
 AUTO_DEVICE = "max_batch_size: 8\ninstance_group [ { kind: KIND_AUTO } ]"
+MODELS = ("simple_gpu", "mlp_gpu", "half_gpu", "auto_device")
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +47,13 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def gpu_server(cuda_gpus: int, repository: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess([repository], log_path=repository.parent / "gpu-server.log")
-    with process:
-        process.wait_until(f"http://{process.http_url}/v2/health/ready", 180)
+    """Not strict-ready, so a model that fails to load fails the tests at once with its reason."""
+    process = ServerProcess([repository], ["--strict-readiness=false"], log_path=repository.parent / "gpu-server.log")
+    with process, grpcclient.InferenceServerClient(process.grpc_url) as client:
+        index = settled_index(client, set(MODELS))
+        failed = {name: index[name].get("reason") for name in MODELS if index[name]["state"] != "READY"}
+        if failed:
+            pytest.fail(f"models did not load on the GPU: {failed}")
         yield process
 
 
