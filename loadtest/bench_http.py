@@ -34,8 +34,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from loadtest import perf_analyzer
-from loadtest.bench_foundation import REPO_ROOT, RESULTS_DIR, free_port, http_ok, subprocess_server
+from loadtest import perf_analyzer, servers
+from loadtest.bench_foundation import REPO_ROOT, RESULTS_DIR
 from scripts import onnx_models
 
 ELEMENTS_1MB = 262144  # FP32: 1 MiB of tensor data
@@ -66,17 +66,15 @@ class Server:
 
 
 def start_server(stack: ExitStack) -> Server:
+    """ortserve on model_repo/ plus a scratch repository with identity_fp32, until the stack closes."""
     scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-http-")))
     version_dir = scratch / "identity_fp32" / "1"
     version_dir.mkdir(parents=True)
     onnx_models.save(onnx_models.identity("FP32", ["batch", "n"]), str(version_dir / "model.onnx"))
-    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
-    command = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--model-repository", str(REPO_ROOT / "model_repo")]
-    command += ["--model-repository", str(scratch), "--grpc-port", str(grpc_port), "--http-port", str(http_port)]
-    command += ["--metrics-port", str(metrics_port)]
-    ready_url = f"http://127.0.0.1:{http_port}/v2/health/ready"
-    stack.enter_context(subprocess_server("ortserve-http", command, lambda: http_ok(ready_url)))
-    return Server(f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}")
+    extra = ["--model-repository", str(scratch)]
+    running = stack.enter_context(servers.ortserve(REPO_ROOT / "model_repo", extra, "ortserve-http", RESULTS_DIR))
+    assert running.http_url is not None
+    return Server(running.http_url, running.grpc_url)
 
 
 def measure_perf(server: Server, options: argparse.Namespace, errors: list[str]) -> list[PerfRow]:

@@ -36,6 +36,7 @@ class Running:
     name: str
     grpc_url: str
     log_path: Path
+    http_url: str | None = None  # host:port; the floor server has none
 
     def default_intra_op_threads(self) -> int | None:
         """What ortserve said it gives each CPU instance without an override (None if not logged)."""
@@ -101,7 +102,7 @@ def ortserve(repository: Path, extra_args: Sequence[str], name: str, log_dir: Pa
     command += ["--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port), *extra_args]
     log_path = log_dir / f"{name}.log"
     with subprocess_server(name, command, lambda: http_ok(f"http://127.0.0.1:{http_port}/v2/health/ready"), log_path):
-        yield Running(name, f"127.0.0.1:{grpc_port}", log_path)
+        yield Running(name, f"127.0.0.1:{grpc_port}", log_path, http_url=f"127.0.0.1:{http_port}")
 
 
 @contextmanager

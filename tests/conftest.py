@@ -12,6 +12,22 @@ from tests.harness import REPO_ROOT, ServerProcess
 from tests.repository_builder import build_test_repository
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "gpu: needs an NVIDIA GPU (NVML or the CUDA driver); skipped without one (tests/gpu/)")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("gpu") is not None and _visible_gpus() == 0:
+        pytest.skip("no NVIDIA GPU visible (neither libcuda.so.1 nor NVML finds one)")
+
+
+def _visible_gpus() -> int:
+    # Imported here so that collecting the CPU suite does not touch the GPU code paths.
+    from server.runtime.gpus import visible_gpu_count
+
+    return visible_gpu_count()
+
+
 @pytest.fixture(scope="session")
 def test_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_test_repository(tmp_path_factory.mktemp("repo"))

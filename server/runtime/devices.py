@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from server.errors import ServerError
 from server.proto import model_config_pb2 as mc
-from server.runtime.gpus import CUDA_PROVIDER, TENSORRT_PROVIDER, available_providers, usable_gpu_count
+from server.runtime.gpus import CUDA_PROVIDER, TENSORRT_PROVIDER, available_providers, cuda_provider_problem, visible_gpu_count
 
 ProviderList = list[str | tuple[str, dict[str, str]]]
 
@@ -79,13 +79,11 @@ def _cpu_choice(config: mc.ModelConfig) -> DeviceChoice:
 
 
 def _gpu_choice(config: mc.ModelConfig, group: mc.ModelInstanceGroup, gpu: int) -> DeviceChoice:
+    problem = cuda_provider_problem()
+    if problem is not None:
+        raise ServerError.invalid_arg(f"model '{config.name}': instance group '{group.name}' is KIND_GPU, but {problem}")
     providers = available_providers()
-    if CUDA_PROVIDER not in providers:
-        raise ServerError.invalid_arg(
-            f"model '{config.name}': instance group '{group.name}' is KIND_GPU, but this onnxruntime has no "
-            f"{CUDA_PROVIDER} (install onnxruntime-gpu instead of onnxruntime; available: {providers})"
-        )
-    gpu_count = usable_gpu_count()
+    gpu_count = visible_gpu_count()
     if not 0 <= gpu < gpu_count:
         raise ServerError.invalid_arg(
             f"model '{config.name}': instance group '{group.name}' asks for GPU {gpu}, but {gpu_count} GPU(s) are visible"

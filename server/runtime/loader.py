@@ -24,7 +24,7 @@ from server.repository.io_validation import validate_io_config
 from server.repository.spec import ModelSpec, spec_from_config
 from server.repository.validation import validate_config
 from server.runtime.devices import DeviceChoice, device_choices
-from server.runtime.gpus import usable_gpu_count
+from server.runtime.gpus import CUDA_PROVIDER, usable_gpu_count
 from server.runtime.instance import ModelInstance, graph_signature
 from server.runtime.session_options import build_session_options
 from server.runtime.warmup import NETWORK_WARMUP_LIMITS, WarmupReport, run_warmup
@@ -121,13 +121,23 @@ def read_output_labels(config: mc.ModelConfig, model_dir: Path) -> dict[str, tup
 
 def _open_session(path: Path, model_dir: Path, config: mc.ModelConfig, device: DeviceChoice, options: LoadOptions) -> ort.InferenceSession:
     session_options = build_session_options(config, options.default_intra_op_threads)
+    # A GPU provider that fails to start must fail the load: by default ORT's Python layer would
+    # retry on CPU and the instance would claim a GPU it does not use.
+    fallback = {} if device.is_cpu else {"enable_fallback": 0}
     try:
-        return ort.InferenceSession(str(path), sess_options=session_options, providers=device.providers)
+        session = ort.InferenceSession(str(path), sess_options=session_options, providers=device.providers, **fallback)
     except Exception as exc:  # ORT raises its own exception types for bad files
         # A file ONNX Runtime cannot open is the model's fault, not the server's: INVALID_ARG.
         # Clients see the file relative to the model directory, not the server's filesystem.
         text = onnxruntime_error_text(str(exc)).replace(str(path), shown_path(path, model_dir))
         raise ServerError.invalid_arg(text) from None
+    if not device.is_cpu and CUDA_PROVIDER not in session.get_providers():
+        # ORT drops a provider whose library does not load with only a log line.
+        raise ServerError.unavailable(
+            f"model '{config.name}': ONNX Runtime did not start {CUDA_PROVIDER} on {device.label} (the session got "
+            f"{session.get_providers()}); its log lines say why"
+        )
+    return session
 
 
 def shown_path(path: Path, model_dir: Path) -> str:
