@@ -1,5 +1,5 @@
-"""Files that a model's config names (label files, and later model files and warmup data) must
-resolve, symlinks included, inside that model's own directory.
+"""Files that a model's config names (model file, label files, warmup data) must resolve,
+symlinks included, inside that model's own directory (or its private upload directory).
 
 A path that would leave it is refused with INVALID_ARG naming the config field, and the message
 never says whether the outside target exists, so a config cannot probe the host's files.

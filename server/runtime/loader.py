@@ -53,11 +53,13 @@ def model_file(version_dir: Path, config: mc.ModelConfig) -> Path:
     """The ONNX file: ``<version>/<default_model_filename>``, or the file of that name inside it
     when it is a directory holding external data (Triton's layout).
 
-    Raises UNAVAILABLE with Triton's message; the path is shown relative to the model directory.
+    Raises INVALID_ARG when ``default_model_filename`` would leave the version directory (an
+    absolute path, "..", a symlink out), UNAVAILABLE with Triton's message when the file is
+    missing; the path is shown relative to the model directory.
     """
-    path = version_dir / config.default_model_filename
+    path = inside_model_dir(version_dir, config.default_model_filename, "default_model_filename", config.name)
     if path.is_dir():
-        path = path / config.default_model_filename
+        path = inside_model_dir(path, config.default_model_filename, "default_model_filename", config.name)
     if not path.is_file():
         raise ServerError.unavailable(f"unable to find '{shown_path(path, version_dir.parent)}' for model instance '{config.name}'")
     return path
@@ -129,8 +131,7 @@ def _open_session(path: Path, model_dir: Path, config: mc.ModelConfig, device: D
     except Exception as exc:  # ORT raises its own exception types for bad files
         # A file ONNX Runtime cannot open is the model's fault, not the server's: INVALID_ARG.
         # Clients see the file relative to the model directory, not the server's filesystem.
-        text = onnxruntime_error_text(str(exc)).replace(str(path), shown_path(path, model_dir))
-        raise ServerError.invalid_arg(text) from None
+        raise ServerError.invalid_arg(_without_host_paths(onnxruntime_error_text(str(exc)), path, model_dir)) from None
     if not device.is_cpu and CUDA_PROVIDER not in session.get_providers():
         # ORT drops a provider whose library does not load with only a log line.
         raise ServerError.unavailable(
@@ -138,6 +139,15 @@ def _open_session(path: Path, model_dir: Path, config: mc.ModelConfig, device: D
             f"{session.get_providers()}); its log lines say why"
         )
     return session
+
+
+def _without_host_paths(text: str, path: Path, model_dir: Path) -> str:
+    """ORT names the model file and, for external data it refuses, the model's directory."""
+    text = text.replace(str(path), shown_path(path, model_dir))
+    directories = {str(path.parent.resolve()), str(path.parent), str(model_dir.resolve()), str(model_dir)}
+    for directory in sorted(directories, key=len, reverse=True):  # the version directory before its parent
+        text = text.replace(directory, "<model directory>")
+    return text
 
 
 def shown_path(path: Path, model_dir: Path) -> str:

@@ -19,6 +19,7 @@ from server.datatypes import SUPPORTED_DATATYPES, config_to_wire, decode_raw, nu
 from server.errors import ServerError
 from server.proto import model_config_pb2 as mc
 from server.repository.batch_inputs import batch_input_array, batch_input_specs
+from server.repository.confined import inside_model_dir
 from server.repository.spec import ModelSpec
 from server.runtime.instance import ModelInstance
 
@@ -82,9 +83,11 @@ def _sample_input(
     if source == "random_data":
         array = _random(wire, shape)
     elif source == "input_data_file":
-        path = model_dir / WARMUP_DIR / given.input_data_file
-        if not path.resolve().is_relative_to((model_dir / WARMUP_DIR).resolve()) or not path.is_file():
-            raise _error(config, sample, f"input_data_file '{given.input_data_file}' not found under {model_dir / WARMUP_DIR}")
+        path = inside_model_dir(
+            model_dir / WARMUP_DIR, given.input_data_file, f"warmup sample '{sample.name}' input_data_file", config.name
+        )
+        if not path.is_file():
+            raise _error(config, sample, f"input_data_file '{given.input_data_file}' not found in the model's {WARMUP_DIR}/ directory")
         try:
             array = decode_raw(path.read_bytes(), wire, shape, name, config.name)
         except ServerError as exc:  # say which sample and file; decode_raw speaks of requests

@@ -250,3 +250,46 @@ def test_grpc_connections_past_the_cap_are_closed(tight_server: ServerProcess) -
     finally:
         for sock in held:
             sock.close()
+
+
+# ---- nothing a config names may reach outside the model's directory ---------------------------
+
+
+@pytest.mark.parametrize(
+    "filename",
+    ["/etc/passwd", "/nonexistent/model.onnx", "../../mlp/1/model.onnx", "../../../../../../nonexistent"],
+    ids=["absolute-existing", "absolute-missing", "sibling-model", "missing-far-away"],
+)
+def test_default_model_filename_cannot_leave_the_model_directory(server: ServerProcess, filename: str) -> None:
+    with grpcclient.InferenceServerClient(server.grpc_url) as client, pytest.raises(InferenceServerException) as caught:
+        client.load_model("simple_add", config=json.dumps({"default_model_filename": filename}))
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+    message = caught.value.message()
+    # The same words whether or not the target exists: nothing to learn about the host.
+    assert f"default_model_filename '{filename}' must name a file inside the model directory" in message
+    assert "PROTOBUF" not in message and "No such file" not in message
+    still_serving(server)
+
+
+def test_external_data_outside_the_model_directory_is_refused(server: ServerProcess, tmp_path: Path) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.external_data_helper import set_external_data
+
+    weights = numpy_helper.from_array(np.zeros(4, np.float32), "w")
+    set_external_data(weights, location="../../../../../../etc/hostname", offset=0, length=16)
+    weights.ClearField("raw_data")
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["INPUT0", "w"], ["OUTPUT0"])],
+        "escape",
+        [helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, [4])],
+        [weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    with grpcclient.InferenceServerClient(server.grpc_url) as client, pytest.raises(InferenceServerException) as caught:
+        client.load_model("escaping", config="{}", files={"file:1/model.onnx": model.SerializeToString()})
+    message = caught.value.message()
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT" and "escapes model directory" in message
+    assert "/tmp" not in message and "ortserve-loaded-models" not in message  # no host paths
+    still_serving(server)

@@ -61,7 +61,7 @@ BAD = {
     ),
     "file_outside_warmup_dir": (
         warmup_config([warmup_sample("escape", 'input_data_file: "../config.pbtxt"', 1, 1)]),
-        "input_data_file '../config.pbtxt' not found",
+        "warmup sample 'escape' input_data_file '../config.pbtxt' must name a file inside the model directory",
     ),
     "unknown_input": (
         "max_batch_size: 4\nmodel_warmup [ { name: 'extra' batch_size: 1 inputs [ "
