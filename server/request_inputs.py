@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
+from math import prod
 
 import numpy as np
 
 from server.classification import check_classifiable
 from server.client_strings import MAX_REQUEST_ID_CHARS, check_client_string
-from server.datatypes import SUPPORTED_DATATYPES, bf16_unsupported, decode_raw
+from server.datatypes import FIXED_SIZE_DATATYPES, SUPPORTED_DATATYPES, bf16_unsupported, decode_raw, element_size
 from server.errors import ErrorCode, ServerError
 from server.repository.signature import format_dims
 from server.repository.spec import ModelSpec, TensorSpec
@@ -63,25 +64,42 @@ class FeedPlan:
 
 
 def prepare_inputs(spec: ModelSpec, request: InferRequest) -> tuple[dict[str, np.ndarray], FeedPlan]:
-    """ORT feeds (name → array in the graph's shape) and the request's validated plan (batch size,
-    batching key), from one plan per request signature.
+    """``validate_inputs`` then ``decode_inputs``: the feeds and the plan."""
+    plan = validate_inputs(spec, request)
+    return decode_inputs(spec, request, plan), plan
+
+
+def validate_inputs(spec: ModelSpec, request: InferRequest) -> FeedPlan:
+    """The request's validated plan (batch size, batching key), one per request signature; no
+    tensor data is read, so a request that cannot be served costs no decoding.
 
     Raises ServerError(INVALID_ARG/UNSUPPORTED) for anything the model cannot take.
     """
     signature = tuple((item.name, item.datatype, item.shape, not item.parameters) for item in request.inputs)
     plan: FeedPlan | None = spec.input_plans.get(signature)
+    if plan is not None:
+        return plan
     try:
-        if plan is None:
-            _check_known_inputs(spec, request)
-            plan = _validate(spec, request)
-            if len(spec.input_plans) < _MAX_REMEMBERED_SIGNATURES and all(not item.parameters for item in request.inputs):
-                spec.input_plans[signature] = plan
-        feeds = {tensor.name: _decode(spec, tensor, request.inputs[index]) for index, tensor in plan.order}
+        _check_known_inputs(spec, request)
+        plan = _validate(spec, request)
     except _UnprefixedError as error:
         raise ServerError(error.code, error.message) from None
     except ServerError as error:
         raise ServerError(error.code, request_prefix(request) + error.message) from None
-    return feeds, plan
+    if len(spec.input_plans) < _MAX_REMEMBERED_SIGNATURES and all(not item.parameters for item in request.inputs):
+        spec.input_plans[signature] = plan
+    return plan
+
+
+def decode_inputs(spec: ModelSpec, request: InferRequest, plan: FeedPlan) -> dict[str, np.ndarray]:
+    """ORT feeds (name → array in the graph's shape) of a validated request.
+
+    Raises ServerError(INVALID_ARG) for data that does not fit its declared shape or type.
+    """
+    try:
+        return {tensor.name: _decode(spec, tensor, request.inputs[index]) for index, tensor in plan.order}
+    except ServerError as error:
+        raise ServerError(error.code, request_prefix(request) + error.message) from None
 
 
 class _UnprefixedError(ServerError):
@@ -95,6 +113,8 @@ def _check_known_inputs(spec: ModelSpec, request: InferRequest) -> None:
 
 
 def _validate(spec: ModelSpec, request: InferRequest) -> FeedPlan:
+    for item in request.inputs:
+        _check_claimed_shape(spec, item)
     _check_input_names(spec, request)
     batch_size = _batch_size(spec, request)
     positions = {item.name: index for index, item in enumerate(request.inputs)}
@@ -192,6 +212,8 @@ def _decode(spec: ModelSpec, tensor: TensorSpec, item: InferInput) -> np.ndarray
         array = item.array
     elif item.raw is not None:
         array = decode_raw(item.raw, item.datatype, item.shape, item.name, spec.name)
+    elif item.decode is not None:
+        array = item.decode()
     else:
         raise ServerError.invalid_arg(f"input '{item.name}' for model '{spec.name}' has no data")
     if tensor.ragged:  # ONNX Runtime takes a ragged input as one flat [-1] tensor for the whole batch
@@ -199,6 +221,29 @@ def _decode(spec: ModelSpec, tensor: TensorSpec, item: InferInput) -> np.ndarray
     if tensor.reshape is not None:
         array = array.reshape(_feed_shape(spec, tensor, item))
     return array
+
+
+# numpy's (and so ONNX Runtime's Python API's) limit on array rank.
+MAX_RANK = 64
+# No tensor can carry more than gRPC's 2 GiB message ceiling.
+_MAX_TENSOR_BYTES = 2**31 - 1
+
+
+def _check_claimed_shape(spec: ModelSpec, item: InferInput) -> None:
+    """Refuse a shape no request could fill before anything is sized from it: too many dims, a
+    negative dim, or more elements than any message carries (counted without overflow)."""
+    if len(item.shape) > MAX_RANK:
+        raise ServerError.invalid_arg(
+            f"input '{item.name}' for model '{spec.name}' has {len(item.shape)} dimensions, more than the {MAX_RANK} supported"
+        )
+    if any(d < 0 for d in item.shape):
+        raise ServerError.invalid_arg(
+            f"All input dimensions should be specified for input '{item.name}' for model '{spec.name}', got {format_dims(item.shape)}"
+        )
+    if prod(item.shape) * (element_size(item.datatype) if item.datatype in FIXED_SIZE_DATATYPES else 1) > _MAX_TENSOR_BYTES:
+        raise ServerError.invalid_arg(
+            f"input '{item.name}' for model '{spec.name}' has shape {format_dims(item.shape)}: more data than a request can carry"
+        )
 
 
 def _check_shape(spec: ModelSpec, tensor: TensorSpec, item: InferInput) -> None:

@@ -7,6 +7,7 @@ nothing here knows about protobuf or HTTP.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +18,10 @@ ParameterValue = bool | int | float | str
 
 @dataclass(slots=True)
 class InferInput:
-    """One input as received: either ``raw`` bytes (decoded after validation) or a ready ``array``."""
+    """One input as received, its data in one of three forms, all decoded by the core only after
+    the request was validated and admitted: ``raw`` bytes, a ``decode`` callable (the frontend's
+    own wire form, e.g. gRPC typed contents or HTTP JSON ``data``; it raises ServerError), or a
+    ready ``array``."""
 
     name: str
     datatype: str
@@ -25,6 +29,7 @@ class InferInput:
     raw: bytes | memoryview | None = None
     array: np.ndarray | None = None
     parameters: dict[str, ParameterValue] = field(default_factory=dict)
+    decode: Callable[[], np.ndarray] | None = None
 
 
 @dataclass(slots=True)
@@ -46,6 +51,8 @@ class InferRequest:
     parameters: dict[str, ParameterValue] = field(default_factory=dict)
     # Absolute time.monotonic() by which the caller stops waiting (gRPC deadline), or None.
     deadline: float | None = None
+    # What the request occupies as received (message or body bytes), for the in-flight budget.
+    size_bytes: int = 0
 
 
 @dataclass(slots=True)

@@ -272,3 +272,24 @@ def test_bf16_is_a_wire_type_but_not_supported() -> None:
 )
 def test_wire_from_ort_type(ort_type: str, wire: str | None) -> None:
     assert wire_from_ort_type(ort_type) == wire
+
+
+# --- BYTES decoding without a Python object per element ---------------------------------------
+
+
+def test_uniform_ascii_strings_decode_to_a_compact_unicode_array() -> None:
+    raw = encode_elements([b"ab"] * 100_000)
+    array = deserialize_bytes(raw, (100_000,), "x", "m")
+    assert array.dtype == np.dtype("<U2")
+    assert array.nbytes <= 4 * len(raw)  # the hardening target: BYTES decode <= 4x the wire size
+    assert array[0] == "ab" and array[-1] == "ab"
+
+
+@pytest.mark.parametrize(
+    "elements",
+    [[b"ab", b"cd"], ["日本".encode(), "中文".encode()], [b"a\x00", b"bc"], [b"", b""], [b"a", b"bc"]],
+    ids=["ascii", "non-ascii", "embedded-nul", "empty", "mixed-lengths"],
+)
+def test_every_bytes_layout_decodes_to_the_same_text(elements: list[bytes]) -> None:
+    array = deserialize_bytes(encode_elements(elements), (2,), "x", "m")
+    assert [str(v) for v in array.tolist()] == [e.decode("utf-8") for e in elements]
