@@ -1,6 +1,8 @@
-"""Run Triton's perf_analyzer (shipped in the tritonclient wheel) and read its figures.
+"""Run Triton's perf_analyzer (shipped in the tritonclient 2.41 wheel) and read its figures.
 
 Shared by the benchmarks and the integration tests, so both drive the real binary the same way.
+The README's test command installs that wheel into TOOL_DIR, apart from the test environment
+(its Python half requires protobuf <5); pyproject.toml says why not the perf-analyzer wheel.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# pip install --no-deps --target .tools/perf_analyzer tritonclient==2.41.1 nvidia-cuda-runtime-cu12
+TOOL_DIR = REPO_ROOT / ".tools" / "perf_analyzer"
 
 # A noisy, shared machine rarely gives three windows within perf_analyzer's default 10 %; these
 # bound a run's length (windows times trials) without letting instability abort it.
@@ -54,24 +60,33 @@ class PerfRun:
 
 
 def binary() -> Path:
-    """perf_analyzer next to this interpreter (the venv's bin/), else on PATH."""
-    beside = Path(sys.executable).parent / "perf_analyzer"
-    if beside.exists():
-        return beside
+    """perf_analyzer from TOOL_DIR, else next to this interpreter (a venv with tritonclient 2.41), else on PATH."""
+    for candidate in (TOOL_DIR / "bin" / "perf_analyzer", Path(sys.executable).parent / "perf_analyzer"):
+        if candidate.exists():
+            return candidate
     found = shutil.which("perf_analyzer")
     if found is None:
-        raise FileNotFoundError("perf_analyzer not found: pip install 'tritonclient[all]==2.41.*'")
+        msg = f"perf_analyzer not found in {TOOL_DIR / 'bin'}, next to {sys.executable} or on PATH: run the README's test command"
+        raise FileNotFoundError(msg)
     return Path(found)
 
 
-def environment() -> dict[str, str]:
-    """The environment with LD_LIBRARY_PATH extended: perf_analyzer links libcudart.so.12 even on CPU,
-    and the nvidia-cuda-runtime-cu12 wheel provides it."""
-    import nvidia.cuda_runtime
+def _cudart_dirs() -> list[str]:
+    """Where the nvidia-cuda-runtime-cu12 wheel put libcudart.so.12: TOOL_DIR, and this environment if it has one."""
+    dirs = [TOOL_DIR / "nvidia" / "cuda_runtime" / "lib"]
+    try:
+        import nvidia.cuda_runtime
 
-    lib = Path(nvidia.cuda_runtime.__path__[0]) / "lib"
+        dirs.append(Path(nvidia.cuda_runtime.__path__[0]) / "lib")
+    except ImportError:
+        pass
+    return [str(path) for path in dirs if path.is_dir()]
+
+
+def environment() -> dict[str, str]:
+    """The environment with LD_LIBRARY_PATH extended: perf_analyzer links libcudart.so.12 even on CPU."""
     env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = f"{lib}:{env.get('LD_LIBRARY_PATH', '')}"
+    env["LD_LIBRARY_PATH"] = ":".join([*_cudart_dirs(), env.get("LD_LIBRARY_PATH", "")])
     return env
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from loadtest import perf_analyzer
 from tests.harness import REPO_ROOT, ServerProcess
 from tests.repository_builder import build_test_repository
 
@@ -58,10 +58,5 @@ def bundled_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
 
 @pytest.fixture(scope="session")
 def perf_analyzer_env() -> dict[str, str]:
-    """Environment in which tritonclient's perf_analyzer finds libcudart.so.12 (from a wheel)."""
-    import nvidia.cuda_runtime
-
-    lib = Path(nvidia.cuda_runtime.__path__[0]) / "lib"
-    env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = f"{lib}:{env.get('LD_LIBRARY_PATH', '')}"
-    return env
+    """Environment in which perf_analyzer finds libcudart.so.12 (from a wheel)."""
+    return perf_analyzer.environment()

@@ -2,11 +2,31 @@
 # ruff: noqa
 """Client and server classes corresponding to protobuf-defined services."""
 import grpc
+import warnings
 
 from server.proto import grpc_service_pb2 as grpc__service__pb2
 
+GRPC_GENERATED_VERSION = '1.81.1'
+GRPC_VERSION = grpc.__version__
+_version_not_supported = False
 
-class GRPCInferenceServiceStub(object):
+try:
+    from grpc._utilities import first_version_is_lower
+    _version_not_supported = first_version_is_lower(GRPC_VERSION, GRPC_GENERATED_VERSION)
+except ImportError:
+    _version_not_supported = True
+
+if _version_not_supported:
+    raise RuntimeError(
+        f'The grpc package installed is at version {GRPC_VERSION},'
+        + ' but the generated code in grpc_service_pb2_grpc.py depends on'
+        + f' grpcio>={GRPC_GENERATED_VERSION}.'
+        + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
+        + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
+    )
+
+
+class GRPCInferenceServiceStub:
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -19,105 +39,105 @@ class GRPCInferenceServiceStub(object):
                 '/inference.GRPCInferenceService/ServerLive',
                 request_serializer=grpc__service__pb2.ServerLiveRequest.SerializeToString,
                 response_deserializer=grpc__service__pb2.ServerLiveResponse.FromString,
-                )
+                _registered_method=True)
         self.ServerReady = channel.unary_unary(
                 '/inference.GRPCInferenceService/ServerReady',
                 request_serializer=grpc__service__pb2.ServerReadyRequest.SerializeToString,
                 response_deserializer=grpc__service__pb2.ServerReadyResponse.FromString,
-                )
+                _registered_method=True)
         self.ModelReady = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelReady',
                 request_serializer=grpc__service__pb2.ModelReadyRequest.SerializeToString,
                 response_deserializer=grpc__service__pb2.ModelReadyResponse.FromString,
-                )
+                _registered_method=True)
         self.ServerMetadata = channel.unary_unary(
                 '/inference.GRPCInferenceService/ServerMetadata',
                 request_serializer=grpc__service__pb2.ServerMetadataRequest.SerializeToString,
                 response_deserializer=grpc__service__pb2.ServerMetadataResponse.FromString,
-                )
+                _registered_method=True)
         self.ModelMetadata = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelMetadata',
                 request_serializer=grpc__service__pb2.ModelMetadataRequest.SerializeToString,
                 response_deserializer=grpc__service__pb2.ModelMetadataResponse.FromString,
-                )
+                _registered_method=True)
         self.ModelInfer = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelInfer',
                 request_serializer=grpc__service__pb2.ModelInferRequest.SerializeToString,
                 response_deserializer=grpc__service__pb2.ModelInferResponse.FromString,
-                )
+                _registered_method=True)
         self.ModelStreamInfer = channel.stream_stream(
                 '/inference.GRPCInferenceService/ModelStreamInfer',
                 request_serializer=grpc__service__pb2.ModelInferRequest.SerializeToString,
                 response_deserializer=grpc__service__pb2.ModelStreamInferResponse.FromString,
-                )
+                _registered_method=True)
         self.ModelConfig = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelConfig',
                 request_serializer=grpc__service__pb2.ModelConfigRequest.SerializeToString,
                 response_deserializer=grpc__service__pb2.ModelConfigResponse.FromString,
-                )
+                _registered_method=True)
         self.ModelStatistics = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelStatistics',
                 request_serializer=grpc__service__pb2.ModelStatisticsRequest.SerializeToString,
                 response_deserializer=grpc__service__pb2.ModelStatisticsResponse.FromString,
-                )
+                _registered_method=True)
         self.RepositoryIndex = channel.unary_unary(
                 '/inference.GRPCInferenceService/RepositoryIndex',
                 request_serializer=grpc__service__pb2.RepositoryIndexRequest.SerializeToString,
                 response_deserializer=grpc__service__pb2.RepositoryIndexResponse.FromString,
-                )
+                _registered_method=True)
         self.RepositoryModelLoad = channel.unary_unary(
                 '/inference.GRPCInferenceService/RepositoryModelLoad',
                 request_serializer=grpc__service__pb2.RepositoryModelLoadRequest.SerializeToString,
                 response_deserializer=grpc__service__pb2.RepositoryModelLoadResponse.FromString,
-                )
+                _registered_method=True)
         self.RepositoryModelUnload = channel.unary_unary(
                 '/inference.GRPCInferenceService/RepositoryModelUnload',
                 request_serializer=grpc__service__pb2.RepositoryModelUnloadRequest.SerializeToString,
                 response_deserializer=grpc__service__pb2.RepositoryModelUnloadResponse.FromString,
-                )
+                _registered_method=True)
         self.SystemSharedMemoryStatus = channel.unary_unary(
                 '/inference.GRPCInferenceService/SystemSharedMemoryStatus',
                 request_serializer=grpc__service__pb2.SystemSharedMemoryStatusRequest.SerializeToString,
                 response_deserializer=grpc__service__pb2.SystemSharedMemoryStatusResponse.FromString,
-                )
+                _registered_method=True)
         self.SystemSharedMemoryRegister = channel.unary_unary(
                 '/inference.GRPCInferenceService/SystemSharedMemoryRegister',
                 request_serializer=grpc__service__pb2.SystemSharedMemoryRegisterRequest.SerializeToString,
                 response_deserializer=grpc__service__pb2.SystemSharedMemoryRegisterResponse.FromString,
-                )
+                _registered_method=True)
         self.SystemSharedMemoryUnregister = channel.unary_unary(
                 '/inference.GRPCInferenceService/SystemSharedMemoryUnregister',
                 request_serializer=grpc__service__pb2.SystemSharedMemoryUnregisterRequest.SerializeToString,
                 response_deserializer=grpc__service__pb2.SystemSharedMemoryUnregisterResponse.FromString,
-                )
+                _registered_method=True)
         self.CudaSharedMemoryStatus = channel.unary_unary(
                 '/inference.GRPCInferenceService/CudaSharedMemoryStatus',
                 request_serializer=grpc__service__pb2.CudaSharedMemoryStatusRequest.SerializeToString,
                 response_deserializer=grpc__service__pb2.CudaSharedMemoryStatusResponse.FromString,
-                )
+                _registered_method=True)
         self.CudaSharedMemoryRegister = channel.unary_unary(
                 '/inference.GRPCInferenceService/CudaSharedMemoryRegister',
                 request_serializer=grpc__service__pb2.CudaSharedMemoryRegisterRequest.SerializeToString,
                 response_deserializer=grpc__service__pb2.CudaSharedMemoryRegisterResponse.FromString,
-                )
+                _registered_method=True)
         self.CudaSharedMemoryUnregister = channel.unary_unary(
                 '/inference.GRPCInferenceService/CudaSharedMemoryUnregister',
                 request_serializer=grpc__service__pb2.CudaSharedMemoryUnregisterRequest.SerializeToString,
                 response_deserializer=grpc__service__pb2.CudaSharedMemoryUnregisterResponse.FromString,
-                )
+                _registered_method=True)
         self.TraceSetting = channel.unary_unary(
                 '/inference.GRPCInferenceService/TraceSetting',
                 request_serializer=grpc__service__pb2.TraceSettingRequest.SerializeToString,
                 response_deserializer=grpc__service__pb2.TraceSettingResponse.FromString,
-                )
+                _registered_method=True)
         self.LogSettings = channel.unary_unary(
                 '/inference.GRPCInferenceService/LogSettings',
                 request_serializer=grpc__service__pb2.LogSettingsRequest.SerializeToString,
                 response_deserializer=grpc__service__pb2.LogSettingsResponse.FromString,
-                )
+                _registered_method=True)
 
 
-class GRPCInferenceServiceServicer(object):
+class GRPCInferenceServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def ServerLive(self, request, context):
@@ -349,10 +369,11 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     generic_handler = grpc.method_handlers_generic_handler(
             'inference.GRPCInferenceService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('inference.GRPCInferenceService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class GRPCInferenceService(object):
+class GRPCInferenceService:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
@@ -366,11 +387,21 @@ class GRPCInferenceService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/inference.GRPCInferenceService/ServerLive',
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/ServerLive',
             grpc__service__pb2.ServerLiveRequest.SerializeToString,
             grpc__service__pb2.ServerLiveResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def ServerReady(request,
@@ -383,11 +414,21 @@ class GRPCInferenceService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/inference.GRPCInferenceService/ServerReady',
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/ServerReady',
             grpc__service__pb2.ServerReadyRequest.SerializeToString,
             grpc__service__pb2.ServerReadyResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def ModelReady(request,
@@ -400,11 +441,21 @@ class GRPCInferenceService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/inference.GRPCInferenceService/ModelReady',
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/ModelReady',
             grpc__service__pb2.ModelReadyRequest.SerializeToString,
             grpc__service__pb2.ModelReadyResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def ServerMetadata(request,
@@ -417,11 +468,21 @@ class GRPCInferenceService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/inference.GRPCInferenceService/ServerMetadata',
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/ServerMetadata',
             grpc__service__pb2.ServerMetadataRequest.SerializeToString,
             grpc__service__pb2.ServerMetadataResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def ModelMetadata(request,
@@ -434,11 +495,21 @@ class GRPCInferenceService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/inference.GRPCInferenceService/ModelMetadata',
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/ModelMetadata',
             grpc__service__pb2.ModelMetadataRequest.SerializeToString,
             grpc__service__pb2.ModelMetadataResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def ModelInfer(request,
@@ -451,11 +522,21 @@ class GRPCInferenceService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/inference.GRPCInferenceService/ModelInfer',
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/ModelInfer',
             grpc__service__pb2.ModelInferRequest.SerializeToString,
             grpc__service__pb2.ModelInferResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def ModelStreamInfer(request_iterator,
@@ -468,11 +549,21 @@ class GRPCInferenceService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.stream_stream(request_iterator, target, '/inference.GRPCInferenceService/ModelStreamInfer',
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/inference.GRPCInferenceService/ModelStreamInfer',
             grpc__service__pb2.ModelInferRequest.SerializeToString,
             grpc__service__pb2.ModelStreamInferResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def ModelConfig(request,
@@ -485,11 +576,21 @@ class GRPCInferenceService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/inference.GRPCInferenceService/ModelConfig',
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/ModelConfig',
             grpc__service__pb2.ModelConfigRequest.SerializeToString,
             grpc__service__pb2.ModelConfigResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def ModelStatistics(request,
@@ -502,11 +603,21 @@ class GRPCInferenceService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/inference.GRPCInferenceService/ModelStatistics',
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/ModelStatistics',
             grpc__service__pb2.ModelStatisticsRequest.SerializeToString,
             grpc__service__pb2.ModelStatisticsResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def RepositoryIndex(request,
@@ -519,11 +630,21 @@ class GRPCInferenceService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/inference.GRPCInferenceService/RepositoryIndex',
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/RepositoryIndex',
             grpc__service__pb2.RepositoryIndexRequest.SerializeToString,
             grpc__service__pb2.RepositoryIndexResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def RepositoryModelLoad(request,
@@ -536,11 +657,21 @@ class GRPCInferenceService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/inference.GRPCInferenceService/RepositoryModelLoad',
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/RepositoryModelLoad',
             grpc__service__pb2.RepositoryModelLoadRequest.SerializeToString,
             grpc__service__pb2.RepositoryModelLoadResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def RepositoryModelUnload(request,
@@ -553,11 +684,21 @@ class GRPCInferenceService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/inference.GRPCInferenceService/RepositoryModelUnload',
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/RepositoryModelUnload',
             grpc__service__pb2.RepositoryModelUnloadRequest.SerializeToString,
             grpc__service__pb2.RepositoryModelUnloadResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def SystemSharedMemoryStatus(request,
@@ -570,11 +711,21 @@ class GRPCInferenceService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/inference.GRPCInferenceService/SystemSharedMemoryStatus',
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/SystemSharedMemoryStatus',
             grpc__service__pb2.SystemSharedMemoryStatusRequest.SerializeToString,
             grpc__service__pb2.SystemSharedMemoryStatusResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def SystemSharedMemoryRegister(request,
@@ -587,11 +738,21 @@ class GRPCInferenceService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/inference.GRPCInferenceService/SystemSharedMemoryRegister',
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/SystemSharedMemoryRegister',
             grpc__service__pb2.SystemSharedMemoryRegisterRequest.SerializeToString,
             grpc__service__pb2.SystemSharedMemoryRegisterResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def SystemSharedMemoryUnregister(request,
@@ -604,11 +765,21 @@ class GRPCInferenceService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/inference.GRPCInferenceService/SystemSharedMemoryUnregister',
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/SystemSharedMemoryUnregister',
             grpc__service__pb2.SystemSharedMemoryUnregisterRequest.SerializeToString,
             grpc__service__pb2.SystemSharedMemoryUnregisterResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def CudaSharedMemoryStatus(request,
@@ -621,11 +792,21 @@ class GRPCInferenceService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/inference.GRPCInferenceService/CudaSharedMemoryStatus',
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/CudaSharedMemoryStatus',
             grpc__service__pb2.CudaSharedMemoryStatusRequest.SerializeToString,
             grpc__service__pb2.CudaSharedMemoryStatusResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def CudaSharedMemoryRegister(request,
@@ -638,11 +819,21 @@ class GRPCInferenceService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/inference.GRPCInferenceService/CudaSharedMemoryRegister',
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/CudaSharedMemoryRegister',
             grpc__service__pb2.CudaSharedMemoryRegisterRequest.SerializeToString,
             grpc__service__pb2.CudaSharedMemoryRegisterResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def CudaSharedMemoryUnregister(request,
@@ -655,11 +846,21 @@ class GRPCInferenceService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/inference.GRPCInferenceService/CudaSharedMemoryUnregister',
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/CudaSharedMemoryUnregister',
             grpc__service__pb2.CudaSharedMemoryUnregisterRequest.SerializeToString,
             grpc__service__pb2.CudaSharedMemoryUnregisterResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def TraceSetting(request,
@@ -672,11 +873,21 @@ class GRPCInferenceService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/inference.GRPCInferenceService/TraceSetting',
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/TraceSetting',
             grpc__service__pb2.TraceSettingRequest.SerializeToString,
             grpc__service__pb2.TraceSettingResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def LogSettings(request,
@@ -689,8 +900,18 @@ class GRPCInferenceService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/inference.GRPCInferenceService/LogSettings',
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/LogSettings',
             grpc__service__pb2.LogSettingsRequest.SerializeToString,
             grpc__service__pb2.LogSettingsResponse.FromString,
-            options, channel_credentials,
-            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -236,7 +236,9 @@ def test_request_id_is_echoed(client: grpcclient.InferenceServerClient) -> None:
 
 def test_custom_parameters_are_accepted(client: grpcclient.InferenceServerClient) -> None:
     ones = np.ones((1, 16), dtype=np.int32)
-    parameters = {"custom_text": "x", "custom_int": 3, "custom_flag": True, "triton_enable_empty_final_response": True}
+    # No triton_* key: tritonclient refuses reserved keys itself (the server's handling of them is
+    # tests/unit/test_request_inputs.py).
+    parameters = {"custom_text": "x", "custom_int": 3, "custom_flag": True}
     result = client.infer("simple", simple_inputs(ones, ones), parameters=parameters, priority=1, timeout=10_000_000)
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), ones * 2)
 

@@ -129,6 +129,14 @@ def _typed_out_of_range(c: Clients) -> object:
     return c.stub.ModelInfer(request, timeout=10)
 
 
+def _bf16(c: Clients) -> object:
+    # A raw request: tritonclient wants ml_dtypes.bfloat16 arrays for BF16; the server refuses BF16 whatever the bytes.
+    request = pb.ModelInferRequest(
+        model_name="versioned", inputs=[InputTensor(name="INPUT0", datatype="BF16", shape=[1, 4])], raw_input_contents=[bytes(8)]
+    )
+    return c.stub.ModelInfer(request, timeout=10)
+
+
 def _shared_memory_input(c: Clients) -> object:
     inputs = simple()
     inputs[0].set_shared_memory("region", 64)
@@ -288,7 +296,8 @@ INFER_CASES = [
     ),
     Case(
         "reserved-triton-parameter",
-        lambda c: c.triton.infer("simple", simple(), parameters={"triton_foo": 1}),
+        # A raw request: tritonclient refuses reserved keys before sending.
+        lambda c: c.stub.ModelInfer(raw_simple(parameters={"triton_foo": pb.InferParameter(int64_param=1)}), timeout=10),
         "INVALID_ARGUMENT",
         "parameter keys starting with 'triton_' are reserved for Triton usage and should not be specified",
         "start",
@@ -316,7 +325,7 @@ INFER_CASES = [
     ),
     Case(
         "bf16-refused",
-        lambda c: c.triton.infer("versioned", [tensor("INPUT0", np.zeros((1, 4), np.float32), "BF16")]),
+        _bf16,
         "UNIMPLEMENTED",
         "tensor 'INPUT0' has datatype BF16, which ortserve does not support",
         "start",
@@ -367,7 +376,7 @@ def test_unknown_tensor_names_are_refused_without_the_request_id(clients: Client
 
 
 def test_bf16_message_says_what_to_use_instead(clients: Clients) -> None:
-    _, message = failure(lambda: clients.triton.infer("versioned", [tensor("INPUT0", np.zeros((1, 4), np.float32), "BF16")]))
+    _, message = failure(lambda: _bf16(clients))
     assert "FP16 or FP32" in message
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -25,6 +26,8 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from scripts import onnx_models
+from server.proto import grpc_service_pb2 as pb
+from server.proto import grpc_service_pb2_grpc as pb_grpc
 from tests.harness import ServerProcess
 from tests.integration.test_http_raw import HEADER_LENGTH, Reply, call, infer
 from tests.repository_builder import write_model
@@ -122,13 +125,6 @@ MISTAKES = {
         json_too=False,
     ),
     "unknown-output": Mistake("simple", SIMPLE, 400, "unexpected inference output 'NOPE' for model 'simple'", outputs=["NOPE"]),
-    "reserved-parameter": Mistake(
-        "simple",
-        SIMPLE,
-        400,
-        "parameter keys starting with 'triton_' are reserved for Triton usage and should not be specified, got 'triton_x'",
-        parameters={"triton_x": 1},
-    ),
     "bf16": Mistake(
         "identity_fp32",
         [("INPUT0", np.ones((1, 4), dtype=np.float32), "BF16")],
@@ -357,6 +353,24 @@ def test_bad_header_length(server: ServerProcess) -> None:
     assert refused(reply).startswith(f"{HEADER_LENGTH} 100000 is outside the request body of ")
     reply = binary_request(server, [64, 64], bytes(128), header_length="-1")
     assert refused(reply).startswith(f"{HEADER_LENGTH} -1 is outside the request body of ")
+
+
+def test_reserved_parameter_is_refused_over_http_as_over_grpc(server: ServerProcess) -> None:
+    # Raw requests on both sides: tritonclient refuses triton_* parameters before sending.
+    request = pb.ModelInferRequest(
+        model_name="simple",
+        inputs=[pb.ModelInferRequest.InferInputTensor(name=name, datatype="INT32", shape=[1, 16]) for name, _, _ in SIMPLE],
+        raw_input_contents=[I32.tobytes()] * len(SIMPLE),
+        parameters={"triton_x": pb.InferParameter(int64_param=1)},
+    )
+    with grpc.insecure_channel(server.grpc_url) as channel, pytest.raises(grpc.RpcError) as over_grpc:
+        pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+    assert over_grpc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    message = over_grpc.value.details()
+    reserved = "parameter keys starting with 'triton_' are reserved for Triton usage and should not be specified, got 'triton_x'"
+    assert message.startswith(reserved)
+    inputs = [{"name": name, "shape": [1, 16], "datatype": "INT32", "data": I32.ravel().tolist()} for name, _, _ in SIMPLE]
+    assert refused(infer(server, "simple", {"inputs": inputs, "parameters": {"triton_x": 1}})) == message
 
 
 def test_bad_output_and_request_parameters(server: ServerProcess) -> None:

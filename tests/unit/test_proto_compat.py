@@ -35,25 +35,11 @@ from server.proto import model_config_pb2 as our_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# Fields and messages of newer Triton releases that tritonclient 2.41 lacks.
-# We declare them so newer config.pbtxt files still parse. Keep this the only
-# list of deliberate differences.
-EXTRA_FIELDS = frozenset(
-    {
-        "inference.ModelConfig.runtime",
-        "inference.ModelConfig.model_metrics",
-        "inference.ModelInput.is_non_linear_format_io",
-        "inference.ModelOutput.is_non_linear_format_io",
-    }
-)
-EXTRA_MESSAGES = frozenset(
-    {
-        "inference.ModelMetrics",
-        "inference.ModelMetrics.MetricControl",
-        "inference.ModelMetrics.MetricControl.MetricIdentifier",
-        "inference.ModelMetrics.MetricControl.HistogramOptions",
-    }
-)
+# Fields and messages we declare that the pinned tritonclient (pyproject.toml) lacks, e.g. ones of
+# a Triton release newer than it, declared so that newer config.pbtxt files still parse. Keep this
+# the only list of deliberate differences; tritonclient 2.73 knows every field we declare.
+EXTRA_FIELDS: frozenset[str] = frozenset()
+EXTRA_MESSAGES: frozenset[str] = frozenset()
 
 FILE_PAIRS = (
     (our_config.DESCRIPTOR, their_config.DESCRIPTOR),
@@ -121,7 +107,8 @@ def _signature(field: FieldDescriptor) -> dict[str, object]:
         "number": field.number,
         "name": field.name,
         "type": field.type,
-        "label": field.label,
+        "repeated": field.is_repeated,
+        "required": field.is_required,
         "type_name": _type_name(field),
         "oneof": oneof.name if oneof is not None else None,
         "has_presence": field.has_presence,
@@ -191,7 +178,7 @@ def test_field_matches(name: str) -> None:
     if theirs is None:
         parent = ours.containing_type.full_name
         assert name in EXTRA_FIELDS or parent in EXTRA_MESSAGES, (
-            f"{name} is not in tritonclient 2.41; add it to EXTRA_FIELDS if that is deliberate"
+            f"{name} is not in the pinned tritonclient; add it to EXTRA_FIELDS if that is deliberate"
         )
         return
     assert _signature(ours) == _signature(theirs), name
@@ -256,11 +243,11 @@ def _assert_same_value(field: FieldDescriptor, a: object, b: object, path: str) 
         value_field = field.message_type.fields_by_name["value"]
         for key in a:
             _assert_same_value(value_field, a[key], b[key], f"{path}[{key!r}]")
-    elif field.label == FieldDescriptor.LABEL_REPEATED and is_message:
+    elif field.is_repeated and is_message:
         assert len(a) == len(b), f"{path}: lengths differ"
         for index, (item_a, item_b) in enumerate(zip(a, b, strict=True)):
             assert_same_message(item_a, item_b, f"{path}[{index}]")
-    elif field.label == FieldDescriptor.LABEL_REPEATED:
+    elif field.is_repeated:
         assert list(a) == list(b), f"{path} differs"
     elif is_message:
         assert_same_message(a, b, path)
@@ -404,19 +391,20 @@ def test_model_config_ours_to_tritonclient() -> None:
     assert their_text == text_format.MessageToString(config)
 
 
-def test_extras_are_skipped_by_tritonclient() -> None:
-    # A newer-style config still reaches a 2.41 client; it ignores the extras.
+def test_newer_fields_reach_tritonclient() -> None:
+    # Fields newer than Triton 2.41 (marked "(newer)" in protos/) arrive intact, none of them unknown.
     config = text_format.Parse(
         'name: "m" runtime: "model.py" '
         'input { name: "I" is_non_linear_format_io: true } '
         "model_metrics { metric_control { metric_identifier { family: "
         '"nv_inference_first_response_histogram_ms" } '
-        "histogram_options { buckets: [1, 10] } } }",
+        "histogram_options { buckets: [1, 10] } } } "
+        'ensemble_scheduling { max_inflight_requests: 4 step { model_name: "a" model_version: -1 } }',
         our_config.ModelConfig(),
     )
-    parsed = their_config.ModelConfig.FromString(config.SerializeToString())
-    assert parsed.name == "m"
-    assert parsed.input[0].name == "I"
+    parsed = _transfer(config, their_config.ModelConfig)
+    assert parsed.ensemble_scheduling.max_inflight_requests == 4
+    assert parsed.model_metrics.metric_control[0].histogram_options.buckets == [1, 10]
 
 
 # ---- Living next to tritonclient and grpc health -----------------------------

@@ -42,6 +42,17 @@ _CONTENTS_FIELD = {
     "BYTES": "bytes_contents",
 }
 
+# Each contents field's own element type: its values always fit it, so reading them cannot overflow.
+_FIELD_DTYPE = {
+    "bool_contents": np.dtype(np.bool_),
+    "int_contents": np.dtype(np.int32),
+    "int64_contents": np.dtype(np.int64),
+    "uint_contents": np.dtype(np.uint32),
+    "uint64_contents": np.dtype(np.uint64),
+    "fp32_contents": np.dtype(np.float32),
+    "fp64_contents": np.dtype(np.float64),
+}
+
 
 def parameters_from_pb(parameters: object) -> dict[str, ParameterValue]:
     """A protobuf map<string, InferParameter> as plain Python values."""
@@ -135,13 +146,22 @@ def _array_from_contents(tensor: pb.ModelInferRequest.InferInputTensor, model_na
         )
     if tensor.datatype == "BYTES":
         return _utf8_array(values, tensor.name, model_name).reshape(tuple(tensor.shape))
-    try:
-        array = np.array(values, dtype=numpy_dtype(tensor.datatype))
-    except OverflowError:  # e.g. 300 in int_contents of an INT8 input: the client's error, not ours
+    array = np.array(values, dtype=_FIELD_DTYPE[field])
+    dtype = numpy_dtype(tensor.datatype)
+    if not _fits(array, dtype):  # e.g. 300 in int_contents of an INT8 input: the client's error, not ours
         raise ServerError.invalid_arg(
             f"input '{tensor.name}' for model '{model_name}': a value in {field} is out of range for datatype '{tensor.datatype}'"
-        ) from None
-    return array.reshape(tuple(tensor.shape))
+        )
+    return array.astype(dtype, copy=False).reshape(tuple(tensor.shape))
+
+
+def _fits(values: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether every integer in ``values`` fits ``dtype``. Checked here, not left to the conversion:
+    protobuf 7's repeated fields convert themselves to numpy, and then a cast wraps 300 to 44."""
+    if values.size == 0 or dtype.kind not in "iu" or values.dtype == dtype:
+        return True
+    bounds = np.iinfo(dtype)
+    return int(values.min()) >= bounds.min and int(values.max()) <= bounds.max
 
 
 def _utf8_array(values: object, name: str, model_name: str) -> np.ndarray:

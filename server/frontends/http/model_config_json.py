@@ -25,7 +25,7 @@ _INT64_TYPES = frozenset(
 
 
 def config_to_json(config: Message) -> dict[str, Any]:
-    document = json_format.MessageToDict(config, preserving_proto_field_name=True, including_default_value_fields=True)
+    document = json_format.MessageToDict(config, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
     _int64_as_numbers(config.DESCRIPTOR, document)
     return document
 
