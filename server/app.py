@@ -14,6 +14,7 @@ import time
 
 from server.frontends.grpc.server import GrpcFrontend
 from server.frontends.http.server import ConnectionLimits, HttpSite, build_http_app, build_metrics_app
+from server.inflight import InflightBudget, default_budget_bytes
 from server.observability.metrics import render_inference_metrics, render_latency_histograms
 from server.observability.system_metrics import SystemMetrics
 from server.repository.manager import ModelManager
@@ -52,7 +53,8 @@ class App:
         self.settings = settings
         self.system_metrics = SystemMetrics(cpu=settings.allow_cpu_metrics, gpu=settings.allow_gpu_metrics)
         self.manager = ModelManager(settings)
-        self.service = InferenceService(self.manager, settings.strict_readiness, settings.server_id, settings.model_control_mode)
+        budget = InflightBudget(settings.max_inflight_bytes or default_budget_bytes())
+        self.service = InferenceService(self.manager, settings.strict_readiness, settings.server_id, settings.model_control_mode, budget)
         self._stop = asyncio.Event()
         self._grpc: GrpcFrontend | None = None
         self._sites: list[HttpSite] = []

@@ -119,6 +119,9 @@ def build_parser() -> OneLineParser:
     )
     p.add_argument("--http-idle-timeout-secs", type=float, default=30.0, help="time to send a request head, and keep-alive idle time")
     p.add_argument("--http-body-timeout-secs", type=float, default=60.0, help="time a request body gets to arrive")
+    p.add_argument(
+        "--max-inflight-bytes", type=int, default=0, help="request bytes held at once, queued or running (0 = a quarter of memory)"
+    )
     p.add_argument("--metrics-interval-ms", type=int, default=2000, help="how often CPU/GPU gauges are sampled")
     p.add_argument(
         "--metrics-config", action="append", default=None, help="histogram_latencies=true|false (ortserve_* histograms, default true)"
@@ -227,6 +230,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
             grpc_max_connection_idle_secs=args.grpc_max_connection_idle_secs,
             http_idle_timeout_secs=args.http_idle_timeout_secs,
             http_body_timeout_secs=args.http_body_timeout_secs,
+            max_inflight_bytes=args.max_inflight_bytes,
         )
     except SettingsError as exc:
         parser.error(str(exc))

@@ -98,6 +98,8 @@ def decode_inputs(spec: ModelSpec, request: InferRequest, plan: FeedPlan) -> dic
     """
     try:
         return {tensor.name: _decode(spec, tensor, request.inputs[index]) for index, tensor in plan.order}
+    except _UnprefixedError as error:
+        raise ServerError(error.code, error.message) from None
     except ServerError as error:
         raise ServerError(error.code, request_prefix(request) + error.message) from None
 
@@ -213,7 +215,10 @@ def _decode(spec: ModelSpec, tensor: TensorSpec, item: InferInput) -> np.ndarray
     elif item.raw is not None:
         array = decode_raw(item.raw, item.datatype, item.shape, item.name, spec.name)
     elif item.decode is not None:
-        array = item.decode()
+        try:
+            array = item.decode()
+        except ServerError as error:  # the frontend's own wire form: its words, as Triton's frontends say them
+            raise _UnprefixedError(error.code, error.message) from None
     else:
         raise ServerError.invalid_arg(f"input '{item.name}' for model '{spec.name}' has no data")
     if tensor.ragged:  # ONNX Runtime takes a ragged input as one flat [-1] tensor for the whole batch
@@ -240,7 +245,8 @@ def _check_claimed_shape(spec: ModelSpec, item: InferInput) -> None:
         raise ServerError.invalid_arg(
             f"All input dimensions should be specified for input '{item.name}' for model '{spec.name}', got {format_dims(item.shape)}"
         )
-    if prod(item.shape) * (element_size(item.datatype) if item.datatype in FIXED_SIZE_DATATYPES else 1) > _MAX_TENSOR_BYTES:
+    # Zero dims are left out: numpy refuses even an empty [0, 2**62] array, and no batch needs one.
+    if prod(d for d in item.shape if d) * (element_size(item.datatype) if item.datatype in FIXED_SIZE_DATATYPES else 1) > _MAX_TENSOR_BYTES:
         raise ServerError.invalid_arg(
             f"input '{item.name}' for model '{spec.name}' has shape {format_dims(item.shape)}: more data than a request can carry"
         )

@@ -18,11 +18,12 @@ from google.protobuf import json_format
 from server import __version__
 from server.classification import top_classes
 from server.errors import FailureReason, ServerError
+from server.inflight import InflightBudget, default_budget_bytes
 from server.observability.statistics import RequestTiming
 from server.proto import model_config_pb2 as mc
 from server.repository.manager import ModelManager, parse_version
 from server.repository.model_version import ServingVersion
-from server.request_inputs import check_request_strings, prepare_inputs, requested_output_names
+from server.request_inputs import check_request_strings, decode_inputs, requested_output_names, validate_inputs
 from server.request_parameters import scheduling_parameters
 from server.scheduling.job import InferenceJob
 from server.settings import ModelControlMode
@@ -60,8 +61,10 @@ class InferenceService:
         strict_readiness: bool,
         server_id: str = "ortserve",
         control_mode: ModelControlMode = ModelControlMode.NONE,
+        budget: InflightBudget | None = None,
     ) -> None:
         self._manager = manager
+        self._budget = budget or InflightBudget(default_budget_bytes())
         self._control_mode = control_mode
         self._strict_readiness = strict_readiness
         self._server_id = server_id
@@ -218,13 +221,25 @@ class InferenceService:
             raise ServerError.unavailable("Server exiting")
         check_request_strings(request)
         serving = self._manager.get(request.model_name, request.model_version)
-        stats = serving.stats
         try:
-            params = scheduling_parameters(request.parameters)
-            output_names = requested_output_names(serving.spec, request)
-            feeds, plan = prepare_inputs(serving.spec, request)
+            job = self._admit(serving, request, received_ns)
+        except ServerError as error:
+            serving.stats.record_failure(error.reason, received_ns, monotonic_ns())
+            raise
+        self._enter()
+        return PendingInference(serving, request, job, job.output_names)
+
+    def _admit(self, serving: ServingVersion, request: InferRequest, received_ns: int) -> InferenceJob:
+        """Check, then reserve, then decode: a request that is refused (bad, too large a batch,
+        full queue, over the in-flight budget) costs no tensor decoding."""
+        params = scheduling_parameters(request.parameters)
+        output_names = requested_output_names(serving.spec, request)
+        plan = validate_inputs(serving.spec, request)
+        serving.scheduler.check_capacity(params.priority)
+        self._budget.reserve(request.size_bytes)
+        try:
             job = InferenceJob(
-                feeds=feeds,
+                feeds=decode_inputs(serving.spec, request, plan),
                 rows=plan.batch_size,
                 output_names=output_names,
                 future=asyncio.get_running_loop().create_future(),
@@ -236,11 +251,10 @@ class InferenceService:
                 source_shapes=plan.source_shapes,
             )
             serving.scheduler.submit(job)
-        except ServerError as error:
-            stats.record_failure(error.reason, received_ns, monotonic_ns())
+        except BaseException:
+            self._budget.release(request.size_bytes)
             raise
-        self._enter()
-        return PendingInference(serving, request, job, output_names)
+        return job
 
     def complete(self, pending: PendingInference) -> InferResponse:
         """The response of a submitted request whose job future is done; records its statistics.
@@ -261,6 +275,7 @@ class InferenceService:
             stats.record_success(job.timing, job.rows, monotonic_ns())
             return response
         finally:
+            self._budget.release(pending.request.size_bytes)
             self._leave()
 
     def _enter(self) -> None:

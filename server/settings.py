@@ -76,6 +76,8 @@ class Settings:
     # keep-alive idle time); a request body must arrive within the body timeout.
     http_idle_timeout_secs: float = 30.0
     http_body_timeout_secs: float = 60.0
+    # Request bytes held at once, queued or running (0 = a quarter of the memory limit).
+    max_inflight_bytes: int = 0
 
     def __post_init__(self) -> None:
         if not self.model_repositories:
@@ -98,6 +100,8 @@ class Settings:
         ):
             if not 1 <= value <= MAX_MESSAGE_BYTES:
                 raise SettingsError(f"{flag} must be between 1 and {MAX_MESSAGE_BYTES}")
+        if self.max_inflight_bytes < 0:
+            raise SettingsError("--max-inflight-bytes must be >= 0 (0 = a quarter of the memory limit)")
         if self.grpc_max_connections < 1 or self.http_max_connections < 1:
             raise SettingsError("--grpc-max-connections and --http-max-connections must be >= 1")
         timeouts = (self.grpc_handshake_timeout_secs, self.http_idle_timeout_secs, self.http_body_timeout_secs)

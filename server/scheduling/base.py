@@ -21,6 +21,11 @@ class Scheduler(abc.ABC):
         """
 
     @abc.abstractmethod
+    def check_capacity(self, priority: int) -> None:
+        """Raise the ServerError ``submit`` would raise for a job of ``priority`` (full queue,
+        closing) without queueing anything; never blocks."""
+
+    @abc.abstractmethod
     async def close(self, drain_timeout_secs: float | None) -> None:
         """Stop accepting jobs, let queued and running jobs finish (up to the timeout), stop workers.
 

@@ -73,6 +73,11 @@ class DynamicBatcher(Scheduler):
     def pending_count(self) -> int:
         return len(self._queue)
 
+    def check_capacity(self, priority: int) -> None:
+        if self._closing:
+            raise ServerError.unavailable("model version is being unloaded")
+        self._queue.check_capacity(priority)
+
     def submit(self, job: InferenceJob) -> None:
         if self._closing:
             raise ServerError.unavailable("model version is being unloaded")

@@ -3,12 +3,16 @@
 - priority_levels N > 0 enables levels 1 (highest) .. N; a request's ``priority`` parameter picks
   one, 0 or out-of-range values use default_priority_level.
 - Each level has a ModelQueuePolicy (priority_queue_policy[level], else default_queue_policy):
-  max_queue_size (0 = unbounded), default_timeout_microseconds (0 = none),
-  allow_timeout_override (a request's ``timeout`` may only lower the default), timeout_action.
+  max_queue_size, default_timeout_microseconds (0 = none), allow_timeout_override (a request's
+  ``timeout`` may only lower the default), timeout_action.
+- On purpose unlike Triton, no queue is unbounded: a max_queue_size of 0 (Triton's "no limit",
+  and what a config without dynamic_batching has) becomes ``default_max_queue_size``, so a burst
+  is refused at once instead of growing memory and latency without end.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 
@@ -37,6 +41,10 @@ class QueuePolicy:
             timeout_action=action,
         )
 
+    def bounded(self, default_size: int) -> QueuePolicy:
+        """This policy with ``default_size`` in place of an unbounded (0) queue."""
+        return self if self.max_queue_size else dataclasses.replace(self, max_queue_size=default_size)
+
     def timeout_ns(self, requested_us: int) -> int:
         """The queue timeout a request gets (0 = none): the default, or a lower override."""
         timeout = self.default_timeout_ns
@@ -55,13 +63,16 @@ class PriorityPolicy:
 
     @classmethod
     def from_config(cls, config: mc.ModelConfig) -> PriorityPolicy:
+        bound = default_max_queue_size(config)
         if not config.HasField("dynamic_batching"):
-            return cls(levels=(QueuePolicy(),))
+            return cls(levels=(QueuePolicy(max_queue_size=bound),))
         batching = config.dynamic_batching
-        default = QueuePolicy.from_config(batching.default_queue_policy)
+        default = QueuePolicy.from_config(batching.default_queue_policy).bounded(bound)
         count = max(1, batching.priority_levels)
         levels = tuple(
-            QueuePolicy.from_config(batching.priority_queue_policy[level]) if level in batching.priority_queue_policy else default
+            QueuePolicy.from_config(batching.priority_queue_policy[level]).bounded(bound)
+            if level in batching.priority_queue_policy
+            else default
             for level in range(1, count + 1)
         )
         # validation.check_scheduling guarantees the default level is in range when levels are on.
@@ -73,3 +84,14 @@ class PriorityPolicy:
         if 1 <= priority <= len(self.levels):
             return priority
         return self.default_level
+
+
+# The smallest default bound, and how many batches per instance a default queue holds.
+MIN_DEFAULT_QUEUE_SIZE = 256
+QUEUED_BATCHES_PER_INSTANCE = 32
+
+
+def default_max_queue_size(config: mc.ModelConfig) -> int:
+    """The bound of a queue the config leaves unbounded: 32 full batches per instance, at least 256."""
+    instances = sum(max(group.count, 1) for group in config.instance_group) or 1
+    return max(MIN_DEFAULT_QUEUE_SIZE, QUEUED_BATCHES_PER_INSTANCE * max(config.max_batch_size, 1) * instances)

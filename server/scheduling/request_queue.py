@@ -54,6 +54,13 @@ class RequestQueue:
     def __len__(self) -> int:
         return self._size
 
+    def check_capacity(self, priority: int) -> None:
+        """Raise ServerError(UNAVAILABLE, "Exceeds maximum queue size") if a job of ``priority``
+        would be refused now; lets a request be refused before its tensors are decoded."""
+        level = self._levels[self._policy.level_of(priority) - 1]
+        if level.policy.max_queue_size and len(level) >= level.policy.max_queue_size:
+            raise queue_full()
+
     def admit(self, job: InferenceJob, now_ns: int) -> None:
         """Queue ``job`` at its priority level, stamping its timeout deadline.
 

@@ -280,7 +280,8 @@ DATA_MISTAKES = {
     ),
     "unknown-datatype": (
         fp32_input(datatype="FP8", data=[1, 2, 3, 4]),
-        "input 'INPUT0' for model 'identity_fp32': datatype 'FP8' is not a known datatype",
+        # The core checks the datatype before the data is read, with Triton's words.
+        "[request id: <id_unknown>] inference input 'INPUT0' data-type is 'FP8', but model 'identity_fp32' expects 'FP32'",
     ),
     "data-and-binary": (
         fp32_input(data=[1, 2, 3, 4], parameters={"binary_data_size": 16}),

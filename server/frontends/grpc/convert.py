@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from math import prod
+
 import numpy as np
 
 from server.datatypes import WIRE_DATATYPES, encode_raw, numpy_dtype
@@ -91,18 +94,27 @@ def request_from_pb(message: pb.ModelInferRequest, deadline: float | None) -> In
         else:
             for item, data in zip(inputs, raw):
                 item.raw = data
+    size = sum(len(item.raw) for item in inputs if item.raw is not None)
     for item, tensor in zip(inputs, tensors):
         if tensor.HasField("contents"):
             if item.raw is not None:
                 raise ServerError.invalid_arg(
                     f"contents field must not be specified when using raw_input_contents for '{item.name}' for model '{model_name}'"
                 )
-            item.array = _array_from_contents(tensor, model_name)
+            # Decoded by the core once the request is validated and admitted.
+            item.decode = functools.partial(_array_from_contents, tensor, model_name)
+            size += _contents_size(tensor)
     outputs = [_requested_output(o) if o.parameters else RequestedOutput(o.name) for o in message.outputs]
     params = message.parameters
     return InferRequest(
-        model_name, message.model_version, message.id, inputs, outputs, parameters_from_pb(params) if params else {}, deadline
+        model_name, message.model_version, message.id, inputs, outputs, parameters_from_pb(params) if params else {}, deadline, size
     )
+
+
+def _contents_size(tensor: pb.ModelInferRequest.InferInputTensor) -> int:
+    """Typed contents' size for the in-flight budget, at 8 bytes an element (their widest wire form)."""
+    field = _CONTENTS_FIELD.get(tensor.datatype)
+    return 8 * len(getattr(tensor.contents, field)) if field else 0
 
 
 def _requested_output(tensor: pb.ModelInferRequest.InferRequestedOutputTensor) -> RequestedOutput:
@@ -138,7 +150,7 @@ def _array_from_contents(tensor: pb.ModelInferRequest.InferInputTensor, model_na
         reason = "has no typed contents field; send it in raw_input_contents" if known else "is not a known datatype"
         raise ServerError.invalid_arg(f"input '{tensor.name}' for model '{model_name}': datatype '{tensor.datatype}' {reason}")
     values = getattr(tensor.contents, field)
-    expected = int(np.prod(tensor.shape)) if tensor.shape else 1
+    expected = prod(tensor.shape)  # Python ints: a claimed [2**32, 2**32] must not wrap to 0
     if len(values) != expected:
         raise ServerError.invalid_arg(
             f"unexpected number of elements {len(values)} in contents of input '{tensor.name}' for model "

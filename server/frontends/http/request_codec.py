@@ -10,6 +10,7 @@ shapes, datatypes and parameters are checked by the core, with the same messages
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from math import prod
 from typing import Any
@@ -71,7 +72,9 @@ def parse_infer_body(body: bytes, json_length: int | None, model: str, version: 
     request_id = document.get("id", "")
     if not isinstance(request_id, str):
         raise ServerError.invalid_arg(f"the 'id' of the inference request for model '{model}' must be a string")
-    request = InferRequest(model_name=model, model_version=version, id=request_id, inputs=inputs, outputs=outputs, parameters=parameters)
+    request = InferRequest(
+        model_name=model, model_version=version, id=request_id, inputs=inputs, outputs=outputs, parameters=parameters, size_bytes=len(body)
+    )
     return HttpInferRequest(request, binary)
 
 
@@ -118,7 +121,8 @@ def _input(entry: Any, index: int, model: str) -> tuple[InferInput, int | None]:
             raise ServerError.invalid_arg(f"the 'binary_data_size' of input '{name}' for model '{model}' must be an integer >= 0")
         return item, size
     if "data" in entry:
-        item.array = array_from_data(entry["data"], datatype, item.shape, name, model)
+        # Decoded by the core once the request is validated and admitted.
+        item.decode = functools.partial(array_from_data, entry["data"], datatype, item.shape, name, model)
     # Neither: the core answers (no data, or shared memory, which ortserve does not support).
     return item, None
 
@@ -204,7 +208,7 @@ def parse_raw_body(body: bytes, model: str, version: str, tensors: tuple[TensorM
         item = InferInput(name=tensor.name, datatype="BYTES", shape=shape, array=_one_string(body, tensor.name, model, shape))
     else:
         item = InferInput(name=tensor.name, datatype=tensor.datatype, shape=shape, raw=body)
-    request = InferRequest(model_name=model, model_version=version, inputs=[item])
+    request = InferRequest(model_name=model, model_version=version, inputs=[item], size_bytes=len(body))
     return HttpInferRequest(request, BinaryOutputs(default=True))
 
 

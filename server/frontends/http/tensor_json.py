@@ -28,9 +28,8 @@ def array_from_data(data: Any, datatype: str, shape: tuple[int, ...], name: str,
         raise ServerError.invalid_arg(f"input '{name}' for model '{model}': datatype '{datatype}' is not a known datatype")
     if datatype == "BF16":
         raise bf16_unsupported(name)
-    if any(d < 0 for d in shape):
-        # The core refuses a negative dimension with the same words as for gRPC before it reads data.
-        return np.empty(0, dtype=numpy_dtype(datatype))
+    if _nesting(data) > MAX_NESTING:
+        raise _bad_data(name, model, datatype, f"its lists are nested more than {MAX_NESTING} deep")
     array = _bytes_array(data, name, model) if datatype == "BYTES" else _numeric_array(data, datatype, name, model)
     expected = prod(shape)
     if array.size != expected:
@@ -39,6 +38,22 @@ def array_from_data(data: Any, datatype: str, shape: tuple[int, ...], name: str,
             f"expecting {expected} for shape {list(shape)}"
         )
     return array.reshape(shape)
+
+
+# numpy builds arrays from nested lists up to 32 levels deep (object arrays); deeper is refused here.
+MAX_NESTING = 32
+
+
+def _nesting(data: Any) -> int:
+    """How deep the first elements nest (flat data is 1, a scalar 0): cheap, and enough to refuse
+    data nested past what numpy can build before it tries."""
+    depth = 0
+    while isinstance(data, list):
+        depth += 1
+        if not data:
+            break
+        data = data[0]
+    return depth
 
 
 def _numeric_array(data: Any, datatype: str, name: str, model: str) -> np.ndarray:
@@ -82,7 +97,10 @@ def _out_of_range(name: str, model: str, datatype: str, target: np.dtype) -> Ser
 
 
 def _bytes_array(data: Any, name: str, model: str) -> np.ndarray:
-    array = np.asarray(data if isinstance(data, list) else [data], dtype=object)
+    try:
+        array = np.asarray(data if isinstance(data, list) else [data], dtype=object)
+    except ValueError:
+        raise _bad_data(name, model, "BYTES", "its nested lists are ragged") from None
     # A ragged list or a non-string element shows up here as a non-str object.
     if not all(type(element) is str for element in array.flat):
         raise _bad_data(name, model, "BYTES", "expected string elements in regular nested lists")
