@@ -32,6 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     repository = tmp_path_factory.mktemp("hostile_repo")
     write_model(repository, "mlp", onnx_models.mlp())
     write_model(repository, "simple_add", onnx_models.add_constant("FP32", ["batch", 4], 1.0))
+    write_model(repository, "identity_fp32", onnx_models.identity("FP32", ["batch", "n"]))
     process = ServerProcess([Path(repository)], ["--model-control-mode=explicit", "--load-model=*"], log_path=repository / "server.log")
     with process:
         process.wait_until(f"http://{process.http_url}/v2/health/ready", 60)
@@ -292,4 +293,48 @@ def test_external_data_outside_the_model_directory_is_refused(server: ServerProc
     message = caught.value.message()
     assert caught.value.status() == "StatusCode.INVALID_ARGUMENT" and "escapes model directory" in message
     assert "/tmp" not in message and "ortserve-loaded-models" not in message  # no host paths
+    still_serving(server)
+
+
+# ---- a stream whose client never reads its responses ------------------------------------------
+
+
+def test_a_stream_that_is_never_read_applies_back_pressure(server: ServerProcess, memory: Memory) -> None:
+    import threading
+    import time
+
+    sent = 0
+    stop = threading.Event()
+
+    def requests() -> Iterator[pb.ModelInferRequest]:
+        nonlocal sent
+        for index in range(3000):
+            if stop.is_set():
+                return
+            request = pb.ModelInferRequest(model_name="identity_fp32", id=str(index))
+            request.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 25600])  # 100 KB each
+            request.raw_input_contents.append(bytes(25600 * 4))
+            sent += 1
+            yield request
+
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        executed_before = int(client.get_inference_statistics("identity_fp32", as_json=True)["model_stats"][0].get("execution_count", 0))
+    baseline = memory.now()
+    memory.reset()
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        call = pb_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(requests(), timeout=120)
+        # Wait until sending stops: either the server stopped reading (back-pressure) or all went.
+        last, still = -1, 0
+        while still < 6 and sent < 3000:
+            time.sleep(0.5)
+            still = still + 1 if sent == last else 0
+            last = sent
+        growth = memory.peak_growth(baseline)
+        with grpcclient.InferenceServerClient(server.grpc_url) as client:
+            stats = client.get_inference_statistics("identity_fp32", as_json=True)["model_stats"][0]
+        stop.set()
+        call.cancel()
+    answered = int(stats.get("execution_count", 0)) - executed_before
+    assert answered < 1000, "the server kept serving a stream whose responses nobody read"
+    assert growth < 96 * MIB, growth
     still_serving(server)

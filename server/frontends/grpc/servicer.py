@@ -52,6 +52,10 @@ def mapped_errors(handler: Handler) -> Handler:
     return wrapper  # type: ignore[return-value]
 
 
+# Requests of one stream read but not yet answered on the wire (README "Limits").
+STREAM_MAX_IN_FLIGHT = 128
+
+
 def _deadline(context: Ctx) -> float | None:
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
@@ -106,10 +110,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         request: a completed job's callback queues its response for this writer."""
         responses: Outbox[pb.ModelStreamInferResponse | None] = Outbox()
         in_flight: set[asyncio.Future[object]] = set()
-        reader = asyncio.create_task(self._read_stream(request_iterator, responses, in_flight))
+        # Read-ahead bound: a request takes a slot when it is read and gives it back once its
+        # response is written, so a client that stops reading responses stops being read.
+        slots = asyncio.Semaphore(STREAM_MAX_IN_FLIGHT)
+        reader = asyncio.create_task(self._read_stream(request_iterator, responses, in_flight, slots))
         try:
             while (response := await responses.get()) is not None:
                 yield response
+                slots.release()
             await reader  # surfaces a read error as this call's status
         finally:
             reader.cancel()
@@ -121,6 +129,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         request_iterator: AsyncIterator[pb.ModelInferRequest],
         responses: Outbox[pb.ModelStreamInferResponse | None],
         in_flight: set[asyncio.Future[object]],
+        slots: asyncio.Semaphore,
     ) -> None:
         drained = asyncio.Event()
         drained.set()
@@ -133,6 +142,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         try:
             async for request in request_iterator:
+                await slots.acquire()
                 if isinstance(request, MalformedRequest):
                     responses.put(_stream_error(pb.ModelInferRequest(), request.describe()))
                     continue
