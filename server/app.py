@@ -115,6 +115,9 @@ class App:
             self.service.begin_shutdown()
             self._stop.set()
 
+    async def wait_for_stop(self) -> None:
+        await self._stop.wait()
+
     async def run_until_stopped(self) -> None:
         await self._stop.wait()
         await self.shutdown()
@@ -151,9 +154,18 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.request_stop)
+    # A stop requested while models still load (SIGTERM during start-up) abandons the loads.
+    starting = asyncio.ensure_future(app.start())
+    stopped = asyncio.ensure_future(app.wait_for_stop())
     try:
-        await app.start()
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            log.info("shutdown requested during start-up: abandoning model loads")
+        else:
+            starting.result()  # StartupError and the like
     except BaseException:
+        stopped.cancel()
         await app.shutdown()
         raise
     await app.run_until_stopped()

@@ -32,7 +32,7 @@ def shown(text: str) -> str:
 
 
 def _escape(char: str) -> str:
-    if char == "\\" or not char.isprintable():
+    if not char.isprintable():
         return char.encode("unicode_escape", "backslashreplace").decode("ascii")
     return char
 

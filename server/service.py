@@ -70,6 +70,7 @@ class InferenceService:
         self._server_id = server_id
         self._started = False
         self._exiting = False
+        self._exit_requested = asyncio.Event()
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -81,8 +82,10 @@ class InferenceService:
         self._started = True
 
     def begin_shutdown(self) -> None:
-        """Readiness turns false at once and new requests are refused with UNAVAILABLE."""
+        """Readiness turns false at once, new requests are refused with UNAVAILABLE and loads in
+        progress are abandoned (their callers get UNAVAILABLE)."""
         self._exiting = True
+        self._exit_requested.set()
 
     async def wait_idle(self) -> None:
         """Return once no inference request is in flight."""
@@ -179,7 +182,16 @@ class InferenceService:
                 json_format.Parse(config_json, config)
             except json_format.ParseError as exc:
                 raise ServerError.invalid_arg(refused + f"Invalid config override: {exc}") from None
-        await self._manager.load(name, config, files)
+        if self._exiting:
+            raise ServerError.unavailable("Server exiting")
+        load = asyncio.ensure_future(self._manager.load(name, config, files))
+        exiting = asyncio.ensure_future(self._exit_requested.wait())
+        await asyncio.wait({load, exiting}, return_when=asyncio.FIRST_COMPLETED)
+        exiting.cancel()
+        if not load.done():  # shutdown began: the load is abandoned, never reported as done
+            load.cancel()
+            raise ServerError.unavailable(f"Server exiting: the load of model '{name}' was abandoned")
+        load.result()
 
     async def unload_model(self, name: str, unload_dependents: bool) -> None:
         """RepositoryModelUnload: drain and unload every version of ``name``. Raises ServerError.

@@ -15,7 +15,6 @@ import asyncio
 import dataclasses
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from server.client_strings import MAX_MODEL_NAME_BYTES, check_client_string, check_model_name
@@ -26,6 +25,7 @@ from server.repository import version_policy
 from server.repository.config_file import ignored_fields, read_config_file
 from server.repository.fingerprint import FileHasher, ModelFingerprint
 from server.repository.layout import ModelSource, read_model, scan_repositories
+from server.repository.load_threads import DaemonThreadPool
 from server.repository.model_version import ModelRecord, ServingVersion, VersionRecord
 from server.repository.request_files import PrivateModelFiles
 from server.repository.signature import format_dims
@@ -43,7 +43,7 @@ class ModelManager:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._models: dict[str, ModelRecord] = {}
-        self._load_pool = ThreadPoolExecutor(settings.model_load_thread_count, thread_name_prefix="model-load")
+        self._load_pool = DaemonThreadPool(settings.model_load_thread_count, "model-load")
         self._load_options = LoadOptions(settings.default_max_batch_size, 1)
         self._hasher = FileHasher()
         self._private_files = PrivateModelFiles()

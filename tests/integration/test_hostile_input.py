@@ -9,6 +9,7 @@ import gzip
 import http.client
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -338,3 +339,53 @@ def test_a_stream_that_is_never_read_applies_back_pressure(server: ServerProcess
     assert answered < 1000, "the server kept serving a stream whose responses nobody read"
     assert growth < 96 * MIB, growth
     still_serving(server)
+
+
+# ---- shutdown while a model loads ---------------------------------------------------------------
+
+SLOW_WARMUP = """
+max_batch_size: 1
+input [ { name: "x", data_type: TYPE_FP32, dims: [ 1 ] } ]
+output [ { name: "y", data_type: TYPE_FP32, dims: [ 1 ] } ]
+model_warmup [ { name: "forever", batch_size: 1, count: 1000000,
+                 inputs { key: "x" value { data_type: TYPE_FP32 dims: [ 1 ] zero_data: true } } } ]
+"""
+
+
+def slow_loading_repository(root: Path) -> Path:
+    repository = root / "slow_repo"
+    write_model(repository, "slow", onnx_models.slow_echo(), SLOW_WARMUP)
+    write_model(repository, "quick", onnx_models.add_constant("FP32", ["batch", 4], 1.0))
+    return repository
+
+
+def test_sigterm_during_start_up_loads_exits_within_the_exit_timeout(tmp_path: Path) -> None:
+    server = ServerProcess([slow_loading_repository(tmp_path)], ["--exit-timeout-secs=2"], log_path=tmp_path / "server.log")
+    server.start(wait_for="live")  # live while the models load, not ready
+    assert server.terminate(timeout=30) == 0  # the warmup alone would run for many minutes
+    assert "abandoning model loads" in server.log()
+
+
+def test_an_http_load_in_progress_at_shutdown_does_not_answer_success(tmp_path: Path) -> None:
+    import threading
+
+    repository = slow_loading_repository(tmp_path)
+    server = ServerProcess(
+        [repository], ["--model-control-mode=explicit", "--load-model=quick", "--exit-timeout-secs=2"], log_path=tmp_path / "s.log"
+    )
+    with server:
+        server.wait_until(f"http://{server.http_url}/v2/health/ready", 60)
+        outcome: list[tuple[int, dict]] = []
+        loader = threading.Thread(target=lambda: outcome.append(post(server, "/v2/repository/models/slow/load", b"{}", {})))
+        loader.start()
+        with grpcclient.InferenceServerClient(server.grpc_url) as client:
+            wait_for = time.monotonic() + 60
+            while time.monotonic() < wait_for:  # until the server shows the load under way
+                index = {m.name: m.state for m in client.get_model_repository_index().models}
+                if index.get("slow") == "LOADING":
+                    break
+                time.sleep(0.05)
+            assert index.get("slow") == "LOADING", index
+        assert server.terminate(timeout=30) == 0
+        loader.join(60)
+    assert outcome and outcome[0][0] != 200, outcome

@@ -149,6 +149,9 @@ class HttpSite:
             handle_signals=False,
             auto_decompress=False,
             keepalive_timeout=limits.idle_timeout_secs,
+            # Sites stop after in-flight requests drained (App.shutdown); what is left is cut off
+            # quickly so that --exit-timeout-secs holds.
+            shutdown_timeout=1.0,
             **_PARSER_LIMITS,
         )
         self._host, self._port = host, port
