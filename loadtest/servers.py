@@ -37,6 +37,7 @@ class Running:
     grpc_url: str
     log_path: Path
     http_url: str | None = None  # host:port; the floor server has none
+    pid: int | None = None
 
     def default_intra_op_threads(self) -> int | None:
         """What ortserve said it gives each CPU instance without an override (None if not logged)."""
@@ -68,18 +69,20 @@ def grpc_answers(url: str) -> bool:
 
 
 @contextmanager
-def subprocess_server(name: str, command: list[str], ready: Callable[[], bool], log_path: Path) -> Iterator[None]:
+def subprocess_server(
+    name: str, command: list[str], ready: Callable[[], bool], log_path: Path, cwd: Path = REPO_ROOT
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``command`` (output to ``log_path``) until the block ends; SIGTERM, then kill."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + START_TIMEOUT_S
             while not ready():
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{name} did not become ready (exit {process.poll()}); see {log_path}")
                 time.sleep(0.2)
-            yield
+            yield process
         finally:
             stop(process)
 
@@ -95,14 +98,19 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
 
 
 @contextmanager
-def ortserve(repository: Path, extra_args: Sequence[str], name: str, log_dir: Path) -> Iterator[Running]:
-    """``python -m server`` on ``repository``, ready (every model loaded) before the block runs."""
+def ortserve(
+    repository: Path, extra_args: Sequence[str], name: str, log_dir: Path, python: str = sys.executable, tree: Path = REPO_ROOT
+) -> Iterator[Running]:
+    """``python -m server`` on ``repository``, ready (every model loaded) before the block runs.
+
+    ``python`` and ``tree`` run another checkout of the server (e.g. an older commit to compare with)."""
     grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
-    command = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--model-repository", str(repository)]
+    command = [python, "-m", "server", "--host", "127.0.0.1", "--model-repository", str(repository)]
     command += ["--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port), *extra_args]
     log_path = log_dir / f"{name}.log"
-    with subprocess_server(name, command, lambda: http_ok(f"http://127.0.0.1:{http_port}/v2/health/ready"), log_path):
-        yield Running(name, f"127.0.0.1:{grpc_port}", log_path, http_url=f"127.0.0.1:{http_port}")
+    ready = lambda: http_ok(f"http://127.0.0.1:{http_port}/v2/health/ready")  # noqa: E731
+    with subprocess_server(name, command, ready, log_path, cwd=tree) as process:
+        yield Running(name, f"127.0.0.1:{grpc_port}", log_path, http_url=f"127.0.0.1:{http_port}", pid=process.pid)
 
 
 @contextmanager

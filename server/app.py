@@ -24,6 +24,11 @@ from server.settings import ModelControlMode, Settings
 log = logging.getLogger(__name__)
 
 
+# gRPC calls accepted and waiting for the event loop, and concurrent calls per connection.
+GRPC_MAX_PENDING_CALLS = 20_000
+GRPC_MAX_STREAMS_PER_CONNECTION = 1024
+
+
 def grpc_options(settings: Settings) -> list[tuple[str, int]]:
     """The gRPC server's limits (README "Limits") and, when set, connection ageing: gRPC keeps
     connections for ever, and ageing them out lets clients spread over new replicas."""
@@ -31,6 +36,12 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", settings.grpc_max_receive_bytes),
         ("grpc.max_allowed_incoming_connections", settings.grpc_max_connections),
         ("grpc.server_handshake_timeout_ms", int(settings.grpc_handshake_timeout_secs * 1000)),
+        # Calls gRPC has accepted but the server has not picked up yet: past 1,000 gRPC cancels the
+        # oldest (a burst saw 10 % CANCELLED before ortserve could refuse them with UNAVAILABLE);
+        # past the hard limit it refuses new ones with RESOURCE_EXHAUSTED at once.
+        ("grpc.server.max_pending_requests", GRPC_MAX_PENDING_CALLS),
+        ("grpc.server.max_pending_requests_hard_limit", GRPC_MAX_PENDING_CALLS),
+        ("grpc.max_concurrent_streams", GRPC_MAX_STREAMS_PER_CONNECTION),
     ]
     if settings.grpc_max_connection_idle_secs:
         options.append(("grpc.max_connection_idle_ms", int(settings.grpc_max_connection_idle_secs * 1000)))
