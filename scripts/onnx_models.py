@@ -126,8 +126,9 @@ def save(model: onnx.ModelProto, path: str) -> None:
 def slow_echo(depth: int = 400, width: int = 1024) -> onnx.ModelProto:
     """FP32 x [batch, 1] → y = x, after ``depth`` real [width, width] MatMuls per row.
 
-    Tiny on the wire, slow to compute (tens of ms per row on one core): it holds requests in the
-    queue for scheduler tests without shipping large tensors.
+    Tiny on the wire, slow to compute: it holds requests in the queue for scheduler tests without
+    shipping large tensors. How slow depends on the CPU, so tests measure it rather than assume it
+    (tests/integration/slow_work.py).
     """
     spread = np.ones((1, width), np.float32)
     gather = np.full((width, 1), 1.0 / width, np.float32)

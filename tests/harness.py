@@ -1,8 +1,14 @@
-"""Run a real ortserve process on free 127.0.0.1 ports for integration tests."""
+"""Run a real ortserve process on free 127.0.0.1 ports for integration tests, and observe it.
+
+Tests wait for what the server shows (a /metrics value, a log line, a probe) instead of sleeping:
+``wait_until`` polls a condition with a generous deadline, ``ServerProcess.metrics`` reads one
+consistent snapshot of the Prometheus text, ``ServerProcess.wait_for_log`` waits for a line.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -10,9 +16,47 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> float:
+    """Poll ``condition`` until it is true; return the monotonic time it was first seen true.
+
+    Raises TimeoutError naming ``what`` after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {timeout}s: {what}")
+        time.sleep(interval)
+    return time.monotonic()
+
+
+class Metrics:
+    """One scrape of /metrics: every sample keyed by name and labels."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+        for line in text.splitlines():
+            match = _SAMPLE.match(line)
+            if match and not line.startswith("#"):
+                self.samples[(match["name"], frozenset(_LABEL.findall(match["labels"] or "")))] = float(match["value"])
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sample with exactly these labels; 0 when absent (a counter that never moved)."""
+        return self.samples.get((name, frozenset(labels.items())), 0.0)
+
+    def model(self, model: str, name: str, version: str = "1", **labels: str) -> float:
+        """A per-model series: ``model`` and ``version`` plus any further labels."""
+        return self.value(name, model=model, version=version, **labels)
 
 
 def free_port() -> int:
@@ -82,6 +126,18 @@ class ServerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_log(self, text: str, count: int = 1, timeout: float = 60.0) -> None:
+        """Until ``text`` occurs ``count`` times in the log. Raises TimeoutError with the log."""
+        try:
+            wait_until(lambda: self.log().count(text) >= count, timeout, f"{count} x {text!r} in the log", interval=0.05)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}:\n{self.log()}") from None
+
+    def metrics(self) -> Metrics:
+        """One consistent snapshot (the server renders it in one step on its event loop)."""
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
+            return Metrics(response.read().decode())
 
     def terminate(self, timeout: float = 40.0) -> int:
         """SIGTERM and wait; returns the exit status (kills after ``timeout``)."""

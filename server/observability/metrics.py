@@ -113,6 +113,12 @@ def render_inference_metrics(versions: list[ServingVersion]) -> list[str]:
         ((version_labels(s), s.scheduler.pending_count) for s in versions),
     )
     lines += render_family(
+        "ortserve_inference_executing_request_count",
+        "gauge",
+        "Instantaneous number of requests handed to a model instance and not answered yet, per-model.",
+        ((version_labels(s), s.scheduler.executing_count) for s in versions),
+    )
+    lines += render_family(
         "nv_model_load_duration_secs",
         "gauge",
         "Model load time in seconds (including warmup)",

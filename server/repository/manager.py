@@ -82,13 +82,20 @@ class ModelManager:
         return set(self._settings.load_models)
 
     async def poll_forever(self, interval_secs: float) -> None:
-        """Rescan every ``interval_secs`` and act on changes, until cancelled."""
+        """Rescan every ``interval_secs`` and act on changes, until cancelled.
+
+        Each finished cycle logs "repository poll N finished" at DEBUG (--log-verbose 1): the
+        sign that a change made before cycle N started has been seen, or that none was made.
+        """
+        cycle = 0
         while True:
             await asyncio.sleep(interval_secs)
+            cycle += 1
             try:
                 await self.poll_once()
             except Exception:  # a bad scan must not end polling
                 log.exception("repository poll failed")
+            log.debug("repository poll %d finished", cycle)
 
     async def poll_once(self) -> None:
         """Load new and changed models, unload removed ones. A model whose last load failed is
@@ -287,6 +294,9 @@ class ModelManager:
         entry.state = ModelState.UNLOADING
         record.refresh_latest()
         if serving is not None:
+            queued, executing = serving.scheduler.pending_count, serving.scheduler.executing_count
+            if queued or executing:
+                log.info("model '%s' version %d: draining %d queued and %d executing request(s)", record.name, version, queued, executing)
             await serving.close(self._settings.exit_timeout_secs)
         if keep_entry:
             entry.state, entry.reason = ModelState.UNAVAILABLE, reason

@@ -36,3 +36,8 @@ class Scheduler(abc.ABC):
     @abc.abstractmethod
     def pending_count(self) -> int:
         """Jobs accepted but not yet executing."""
+
+    @property
+    @abc.abstractmethod
+    def executing_count(self) -> int:
+        """Jobs handed to an instance and not answered yet (running, or next in its hand-over)."""

@@ -26,18 +26,19 @@ from tritonclient.utils import InferenceServerException
 
 from scripts import onnx_models
 from tests.harness import ServerProcess
+from tests.integration.slow_work import ONE_INSTANCE, Blocker, echo_input, rows_lasting, until_premise_holds
 from tests.load_client import LoadClient, failures
 from tests.repository_builder import write_model
 
 PROTOCOLS = ("grpc", "http")
 # Both clients' error statuses, as one neutral name.
 STATUS_NAMES = {"400": "INVALID_ARGUMENT", "404": "NOT_FOUND", "503": "UNAVAILABLE", "500": "INTERNAL"}
-# The slow model answers one request at a time, ~50 ms each: a queue forms behind it.
-QUEUED_CONFIG = """
+# The slow model answers one request at a time (any number of rows each): a queue forms behind a Blocker.
+QUEUED_CONFIG = f"""
 max_batch_size: 0
-input [ { name: "x", data_type: TYPE_FP32, dims: [ -1, 1 ] } ]
-output [ { name: "y", data_type: TYPE_FP32, dims: [ -1, 1 ] } ]
-instance_group [ { kind: KIND_CPU, count: 1 } ]
+input [ {{ name: "x", data_type: TYPE_FP32, dims: [ -1, 1 ] }} ]
+output [ {{ name: "y", data_type: TYPE_FP32, dims: [ -1, 1 ] }} ]
+{ONE_INSTANCE}
 """
 CONSTANTS = {"alpha": 1.0, "gamma": 3.0, "delta": 4.0}
 
@@ -51,7 +52,7 @@ def build_repository(repository: Path) -> Path:
         write_model(repository, name, onnx_models.add_constant("FP32", ["batch", 4], constant), "max_batch_size: 8\n")
     for version, constant in ((1, 2.0), (2, 22.0)):
         write_model(repository, "beta", onnx_models.add_constant("FP32", ["batch", 4], constant), "max_batch_size: 8\n", version)
-    write_model(repository, "queued", onnx_models.slow_echo(depth=1000), QUEUED_CONFIG)
+    write_model(repository, "queued", onnx_models.slow_echo(), QUEUED_CONFIG)
     return repository
 
 
@@ -252,31 +253,27 @@ def test_load_from_request_files_writes_nothing_into_the_repository(
 
 
 def test_unload_drains_queued_requests(explicit_server: ServerProcess, client: grpcclient.InferenceServerClient) -> None:
-    client.load_model("queued")
-    done: queue.Queue[tuple[int, object]] = queue.Queue()
-    for row in range(10):
-        item = grpcclient.InferInput("x", [1, 1], "FP32")
-        item.set_data_from_numpy(np.array([[float(row)]], np.float32))
-        client.async_infer("queued", [item], lambda result, error, row=row: done.put((row, error or result)))
-    wait_for_pending(explicit_server, "queued", at_least=5)
+    draining = "model 'queued' version 1: draining 9 queued and 1 executing request(s)"
 
-    client.unload_model("queued")  # returns once drained
-    outcomes = dict(done.get(timeout=5) for _ in range(10))
-    assert {row: float(outcome.as_numpy("y")[0, 0]) for row, outcome in outcomes.items()} == {row: float(row) for row in range(10)}
-    assert infer_error(client, "queued") == "NOT_FOUND: Request for unknown model: 'queued' has no available versions"
-    assert not model_ready(client, "queued")
+    def attempt(rows: int) -> bool:
+        client.load_model("queued")
+        drains_before = explicit_server.log().count(draining)
+        done: queue.Queue[tuple[int, object]] = queue.Queue()
+        with Blocker(explicit_server, "queued", rows) as blocker:
+            for row in range(9):
+                client.async_infer(
+                    "queued", echo_input(np.array([[float(row)]])), lambda result, error, row=row: done.put((row, error or result))
+                )
+            blocker.wait_queued(9)
+            client.unload_model("queued")  # returns once drained
+        outcomes = dict(done.get(timeout=5) for _ in range(9))
+        assert {row: float(outcome.as_numpy("y")[0, 0]) for row, outcome in outcomes.items()} == {row: float(row) for row in range(9)}
+        assert infer_error(client, "queued") == "NOT_FOUND: Request for unknown model: 'queued' has no available versions"
+        assert not model_ready(client, "queued")
+        # The server's own account of what the unload found: only then was there something to drain.
+        return explicit_server.log().count(draining) > drains_before
 
-
-def wait_for_pending(server: ServerProcess, model: str, at_least: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    prefix = f'nv_inference_pending_request_count{{model="{model}",version="1"}}'
-    while time.monotonic() < deadline:
-        with urllib.request.urlopen(server.metrics_url, timeout=5) as response:
-            lines = response.read().decode().splitlines()
-        if any(line.startswith(prefix) and float(line.split()[-1]) >= at_least for line in lines):
-            return
-        time.sleep(0.005)
-    raise TimeoutError(f"never {at_least} requests pending on '{model}'")
+    until_premise_holds(attempt, rows_lasting(1.0), "nine requests queued behind the blocker when the unload began")
 
 
 # ---- errors ------------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -61,16 +60,11 @@ def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
 
 
 def wait_for_startup(process: ServerProcess, timeout: float = 60.0) -> None:
-    """Until both models have settled (READY / UNAVAILABLE) and startup has had time to finish."""
-    deadline = time.monotonic() + timeout
+    """Until startup has finished (it logs so once every load settled) with both models settled."""
+    process.wait_for_log("ortserve ready to serve", timeout=timeout)
     with grpcclient.InferenceServerClient(process.grpc_url) as client:
-        while time.monotonic() < deadline:
-            states = {m.name: m.state for m in client.get_model_repository_index().models}
-            if states == {"simple": "READY", "corrupt": "UNAVAILABLE"}:
-                time.sleep(0.5)  # startup marks itself done right after the last load settles
-                return
-            time.sleep(0.1)
-    raise TimeoutError(f"models did not settle:\n{process.log()}")
+        states = {m.name: m.state for m in client.get_model_repository_index().models}
+    assert states == {"simple": "READY", "corrupt": "UNAVAILABLE"}, process.log()
 
 
 # ---- gRPC health and reflection ----------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Each run must exit 0 and print the server-side block, which proves ServerMetadata, ModelMetadata,
 ModelConfig, ModelStatistics (with a growing queue count) and ModelInfer / ModelStreamInfer all
-satisfy it. Windows are short and stability is relaxed: these are contract checks, not figures.
+satisfy it. These are contract checks, not figures: windows are short, and stability is not
+asked for at all (1000 %), since on a busy machine perf_analyzer's default test, "three windows
+within N % of each other", fails however correct the server is.
 """
 
 from __future__ import annotations
@@ -25,14 +27,16 @@ CASES = [
     ("string-identity", "string_identity", ["--string-length", "16", "--shape", "INPUT0:8"], [1]),
 ]
 
-RUN_TIMEOUT_S = 60.0
+RUN_TIMEOUT_S = 120.0
+# Three one-second windows per concurrency level, always accepted as stable.
+CONTRACT_ARGS = ("--measurement-interval", "1000", "--max-trials", "3", "--stability-percentage", "1000")
 
 
 @pytest.mark.parametrize(("model", "args", "levels"), [pytest.param(*case[1:], id=case[0]) for case in CASES])
 def test_perf_analyzer_run_succeeds(
     bundled_server: ServerProcess, perf_analyzer_env: dict[str, str], model: str, args: list[str], levels: list[int]
 ) -> None:
-    run = perf_analyzer.run(model, bundled_server.grpc_url, [*perf_analyzer.QUICK_ARGS, *args], RUN_TIMEOUT_S, perf_analyzer_env)
+    run = perf_analyzer.run(model, bundled_server.grpc_url, [*CONTRACT_ARGS, *args], RUN_TIMEOUT_S, perf_analyzer_env)
 
     failure = f"{run.describe()}\n--- server log ---\n{bundled_server.log()[-4000:]}"
     assert run.returncode == 0, failure

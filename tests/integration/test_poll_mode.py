@@ -8,10 +8,11 @@ against a timeline of what the test did to the repository.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +22,11 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from scripts import onnx_models
-from tests.harness import ServerProcess
+from tests.harness import ServerProcess, wait_until
 from tests.load_client import LoadClient, Outcome, failures
 
 Index = dict[tuple[str, str], tuple[str, str]]
+POLL_FINISHED = re.compile(r"repository poll \d+ finished")
 
 
 # ---- realistic repository edits -------------------------------------------------------------
@@ -75,14 +77,19 @@ def repository_index(client: grpcclient.InferenceServerClient) -> Index:
     return {(m["name"], m.get("version", "")): (m.get("state", ""), m.get("reason", "")) for m in models}
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll ``condition`` until true; returns the monotonic time it was first seen true."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout}s: {what}")
-        time.sleep(0.05)
-    return time.monotonic()
+def polls_finished(server: ServerProcess) -> int:
+    """Completed poll cycles, from the server's DEBUG line (the server runs with --log-verbose 1)."""
+    return len(POLL_FINISHED.findall(server.log()))
+
+
+def wait_for_full_polls(server: ServerProcess, cycles: int = 1) -> None:
+    """Until ``cycles`` poll cycles have both started and finished from now on.
+
+    A cycle already running now may have scanned before the test's last change, so it does
+    not count: ``cycles + 1`` more must finish.
+    """
+    target = polls_finished(server) + cycles + 1
+    wait_until(lambda: polls_finished(server) >= target, 30, f"{cycles} full repository poll(s)")
 
 
 def infer_value(client: grpcclient.InferenceServerClient, model: str) -> tuple[str, float]:
@@ -207,7 +214,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def poll_server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    args = ["--model-control-mode", "poll", "--repository-poll-secs", str(POLL_SECS), "--strict-readiness=false"]
+    args = ["--model-control-mode", "poll", "--repository-poll-secs", str(POLL_SECS), "--strict-readiness=false", "--log-verbose=1"]
     with ServerProcess([repository], args, log_path=tmp_path_factory.mktemp("logs") / "poll.log") as server:
         server.wait_until(f"http://{server.http_url}/v2/health/ready", 30)
         yield server
@@ -230,7 +237,7 @@ def test_failed_model_is_retried_when_its_files_change(
 ) -> None:
     state, reason = repository_index(client)[("failed_at_start", "1")]
     assert state == "UNAVAILABLE" and "onnx runtime error" in reason
-    time.sleep(4 * POLL_SECS)  # unchanged files: no retry
+    wait_for_full_polls(poll_server, 3)  # unchanged files: no retry
     assert poll_server.log().count("model 'failed_at_start' version 1:") == 1
     replace_file(repository / "failed_at_start" / "1" / "model.onnx", add_constant(4.0).SerializeToString())
     wait_until(lambda: repository_index(client)[("failed_at_start", "1")][0] == "READY", 15, "retried load")
@@ -248,7 +255,7 @@ def test_touched_but_unchanged_files_do_not_reload(
     for path in (model_dir / "config.pbtxt", model_dir / "1" / "model.onnx"):
         os.utime(path, (later, later))
     replace_file(model_dir / "config.pbtxt", (model_dir / "config.pbtxt").read_text())  # same bytes, new inode
-    time.sleep(5 * POLL_SECS)
+    wait_for_full_polls(poll_server, 3)
     stats = client.get_inference_statistics("touched", as_json=True)["model_stats"][0]
     assert int(stats["inference_count"]) == 3  # a reload would start new statistics
     assert load_duration(poll_server, "touched") == before
