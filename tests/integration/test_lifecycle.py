@@ -40,7 +40,8 @@ from tests.repository_builder import SIMPLE_CONFIG, write_model
 # when all it sent have arrived. How many requests keep it busy for a given time is measured on
 # this machine (slow_work), never assumed.
 MAX_BATCH = 2
-SLOW_CONFIG = f"max_batch_size: {MAX_BATCH}\ndynamic_batching {{ }}\n{ONE_INSTANCE}"
+# Its queue is set deep: the backlog tests queue tens of seconds of work, past the default bound.
+SLOW_CONFIG = f"max_batch_size: {MAX_BATCH}\ndynamic_batching {{ default_queue_policy {{ max_queue_size: 1000000 }} }}\n{ONE_INSTANCE}"
 # The same model without batching: every request is its own execution, however many rows.
 # (With max_batch_size > 0, auto-complete would add dynamic_batching, as Triton's does.)
 UNBATCHED_CONFIG = f"""max_batch_size: 0
