@@ -7,12 +7,12 @@ so BYTES elements must decode as UTF-8 to reach a model.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from math import prod
 
 import numpy as np
 
+from server.bytes_codec import deserialize_bytes, serialize_bytes
 from server.errors import ServerError
 
 # Fixed-size wire types; BYTES is variable-size and handled apart.
@@ -56,8 +56,6 @@ _ORT_TYPE_TO_WIRE: dict[str, str] = {
     "tensor(string)": "BYTES",
     "tensor(bfloat16)": "BF16",
 }
-
-_LENGTH_PREFIX = struct.Struct("<I")
 
 
 def bf16_unsupported(tensor_name: str) -> ServerError:
@@ -119,102 +117,6 @@ def decode_raw(raw: bytes | memoryview, wire: str, shape: Sequence[int], tensor_
             f"input byte size mismatch for input '{tensor_name}' for model '{model_name}'. Expected {expected}, got {len(raw)}"
         )
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
-
-
-def deserialize_bytes(raw: bytes | memoryview, shape: Sequence[int], tensor_name: str, model_name: str) -> np.ndarray:
-    """Decode length-prefixed BYTES elements into text ONNX Runtime takes: a fixed-width unicode
-    array when every element has the same length and is ASCII without NUL (the usual case,
-    decoded without a Python object per element: about 1.3x the wire size for 2-byte strings),
-    else an object array of ``str``. Stops as soon as the elements do not match ``shape``.
-    """
-    expected_count = element_count(shape)
-    view = memoryview(raw).cast("B") if isinstance(raw, memoryview) else memoryview(raw)
-    uniform = _uniform_ascii(view, expected_count)
-    if uniform is not None:
-        return uniform.reshape(shape)
-    elements: list[str] = []
-    offset = 0
-    end = len(view)
-    while offset < end:
-        if len(elements) == expected_count:  # count the rest without decoding it, then refuse
-            raise _count_mismatch(expected_count + _count_elements(view, offset), tensor_name, model_name, expected_count)
-        if offset + 4 > end:
-            raise ServerError.invalid_arg(
-                f"input '{tensor_name}' for model '{model_name}': BYTES element {len(elements)} has a truncated 4-byte length prefix"
-            )
-        (length,) = _LENGTH_PREFIX.unpack_from(view, offset)
-        offset += 4
-        if offset + length > end:
-            raise ServerError.invalid_arg(
-                f"input '{tensor_name}' for model '{model_name}': BYTES element {len(elements)} "
-                f"declares {length} bytes but only {end - offset} remain"
-            )
-        elements.append(_utf8(view[offset : offset + length], tensor_name, model_name))
-        offset += length
-    if len(elements) != expected_count:
-        raise _count_mismatch(len(elements), tensor_name, model_name, expected_count)
-    array = np.empty(expected_count, dtype=object)
-    array[:] = elements
-    return array.reshape(shape)
-
-
-def _uniform_ascii(view: memoryview, count: int) -> np.ndarray | None:
-    """``count`` elements of one length L, all ASCII without NUL, as a "<U{L}" array (None when the
-    body is not like that). Reads the length prefixes and characters as strided views: no copy
-    until the characters are widened to UCS-4."""
-    if count == 0 or len(view) < 4:
-        return None
-    length = _LENGTH_PREFIX.unpack_from(view, 0)[0]
-    stride = 4 + length
-    if len(view) != count * stride:
-        return None
-    lengths = np.ndarray((count,), dtype="<u4", buffer=view, offset=0, strides=(stride,))
-    if not (lengths == length).all():
-        return None
-    if length == 0:
-        return np.zeros(count, dtype="<U1")  # every element is the empty string
-    chars = np.ndarray((count, length), dtype=np.uint8, buffer=view, offset=4, strides=(stride, 1))
-    if chars.min() == 0 or chars.max() >= 0x80:
-        return None  # NUL would be dropped by a unicode array; non-ASCII needs UTF-8 decoding
-    return chars.astype("<u4").view(f"<U{length}").reshape(count)
-
-
-def _count_elements(view: memoryview, offset: int) -> int:
-    """How many length-prefixed elements start at ``offset`` (a malformed tail counts as one)."""
-    count = 0
-    while offset < len(view):
-        offset += 4 + (_LENGTH_PREFIX.unpack_from(view, offset)[0] if offset + 4 <= len(view) else 0)
-        count += 1
-    return count
-
-
-def _count_mismatch(got: int, tensor_name: str, model_name: str, expected_count: int) -> ServerError:
-    return ServerError.invalid_arg(
-        f"unexpected number of string elements {got} for inference input '{tensor_name}' for model '{model_name}', "
-        f"expecting {expected_count}"
-    )
-
-
-def _utf8(chunk: memoryview, tensor_name: str, model_name: str) -> str:
-    try:
-        return str(chunk, "utf-8")
-    except UnicodeDecodeError as exc:
-        raise ServerError.invalid_arg(
-            f"input '{tensor_name}' for model '{model_name}' holds a BYTES element that is not "
-            f"valid UTF-8 ({exc.reason} at byte {exc.start}); ONNX Runtime string tensors hold UTF-8 text"
-        ) from None
-
-
-def serialize_bytes(array: np.ndarray) -> bytes:
-    """Encode an array of str/bytes elements as length-prefixed BYTES (row-major)."""
-    parts: list[bytes] = []
-    for element in array.ravel(order="C"):
-        # bytes as they are; str or any other object as its UTF-8 text (tritonclient does the same)
-        raw_types = bytes | bytearray | memoryview | np.bytes_
-        data = bytes(element) if isinstance(element, raw_types) else str(element).encode("utf-8")
-        parts.append(_LENGTH_PREFIX.pack(len(data)))
-        parts.append(data)
-    return b"".join(parts)
 
 
 def encode_raw(array: np.ndarray) -> bytes:

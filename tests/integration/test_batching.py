@@ -184,6 +184,7 @@ def test_a_stream_feeds_the_batcher_like_many_unary_calls(client: grpcclient.Inf
 
 def test_a_full_queue_rejects_at_once(client: grpcclient.InferenceServerClient, batching_server: ServerProcess) -> None:
     def attempt(blocker_rows: int) -> bool:
+        rejected_before = batching_server.metrics().model("bounded_queue", "nv_inference_request_failure", reason="REJECTED")
         with Blocker(batching_server, "bounded_queue", blocker_rows) as blocker:
             replies = fire(client, "bounded_queue", [echo_input(np.ones((1, 1))) for _ in range(12)])
             rejected_first = replies.wait(10)  # max_queue_size 2: the other ten are refused on arrival
@@ -199,6 +200,9 @@ def test_a_full_queue_rejects_at_once(client: grpcclient.InferenceServerClient, 
         for error in rejected:
             assert error.status() == "StatusCode.UNAVAILABLE"
             assert error.message() == "Exceeds maximum queue size"
+        # A full queue counts as REJECTED, like a queue timeout (Triton's reason label).
+        rejected_after = batching_server.metrics().model("bounded_queue", "nv_inference_request_failure", reason="REJECTED")
+        assert rejected_after - rejected_before == 10
         return True
 
     until_premise_holds(attempt, rows_lasting(BLOCKER_SECS), "ten requests refused while the blocker ran")

@@ -293,3 +293,19 @@ def test_uniform_ascii_strings_decode_to_a_compact_unicode_array() -> None:
 def test_every_bytes_layout_decodes_to_the_same_text(elements: list[bytes]) -> None:
     array = deserialize_bytes(encode_elements(elements), (2,), "x", "m")
     assert [str(v) for v in array.tolist()] == [e.decode("utf-8") for e in elements]
+
+
+@pytest.mark.parametrize(
+    "elements",
+    [["ab", "cd"], ["日本", "中文"], ["a\x00", "bc"], ["", ""], ["a", "bc"], [b"ab", b"cd"], ["ab", b"cd"]],
+    ids=["ascii", "non-ascii", "embedded-nul", "empty", "mixed-lengths", "bytes", "str-and-bytes"],
+)
+def test_encoding_takes_the_fast_path_only_where_it_gives_the_same_bytes(elements: list) -> None:
+    as_objects = np.empty(len(elements), dtype=object)
+    as_objects[:] = elements
+    expected = b"".join(
+        struct.pack("<I", len(e if isinstance(e, bytes) else e.encode())) + (e if isinstance(e, bytes) else e.encode()) for e in elements
+    )
+    assert serialize_bytes(as_objects) == expected
+    if all(isinstance(e, str) and "\x00" not in e for e in elements):
+        assert serialize_bytes(np.array(elements, dtype=str)) == expected
