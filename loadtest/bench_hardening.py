@@ -250,7 +250,7 @@ def slow_clients(server: Running, wait_secs: float) -> str:
     for sock in sockets:
         sock.setblocking(False)
         try:
-            open_count += (sock.recv(1) == b"" and 0) or 1
+            open_count += 0 if sock.recv(1) == b"" else 1
         except BlockingIOError:
             open_count += 1
         except OSError:
