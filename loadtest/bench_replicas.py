@@ -45,9 +45,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from scripts.harness import REPO_ROOT, ServerProcess, http_status
 from server.proto import grpc_service_pb2 as pb
 from server.proto import grpc_service_pb2_grpc as pb_grpc
-from tests.harness import REPO_ROOT, ServerProcess, http_status
 
 MODEL = "simple"
 HEALTH_SERVICE = "inference.GRPCInferenceService"

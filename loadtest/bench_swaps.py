@@ -1,7 +1,7 @@
 """Live-repository figures: version swaps under load in poll mode, and memory after unload.
 
 1. Poll mode (--repository-poll-secs 1, by default): ``add_constant`` model under closed-loop
-   gRPC load at concurrency 32 (tests/load_client.py), then ``--swaps`` consecutive new version
+   gRPC load at concurrency 32 (scripts/load_client.py), then ``--swaps`` consecutive new version
    directories, each staged under a name the server ignores and renamed into place after
    ``--gap-secs`` of steady traffic plus a random part of the poll period; after each, wait for
    the first response from the new version. Reports the time from the rename to that response
@@ -34,8 +34,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from scripts import onnx_models
-from tests.harness import REPO_ROOT, ServerProcess
-from tests.load_client import LoadClient, Outcome, failures, percentile_ms
+from scripts.harness import REPO_ROOT, ServerProcess
+from scripts.load_client import LoadClient, Outcome, failures, percentile_ms
 
 RESULTS_DIR = REPO_ROOT / "loadtest" / "results"
 SWAP_CONFIG = "max_batch_size: 8\ninstance_group [ { kind: KIND_CPU, count: 1 } ]\nversion_policy: { latest: { num_versions: 1 } }\n"

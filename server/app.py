@@ -14,11 +14,11 @@ import time
 
 from server.frontends.grpc.server import GrpcFrontend
 from server.frontends.http.server import ConnectionLimits, HttpSite, build_http_app, build_metrics_app
-from server.inflight import InflightBudget, default_budget_bytes
+from server.lifecycle.manager import ModelManager
 from server.observability.metrics import render_inference_metrics, render_latency_histograms
 from server.observability.system_metrics import SystemMetrics
-from server.repository.manager import ModelManager
 from server.service import InferenceService
+from server.service.inflight import InflightBudget, default_budget_bytes
 from server.settings import ModelControlMode, Settings
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class App:
         started = time.monotonic()
         await self._start_frontends()
         await self.manager.load_initial()
-        failed = [e for e in self.manager.index(ready_only=False) if e.state.value not in ("READY",) and e.reason != "not loaded"]
+        failed = [e for e in await self.manager.index(ready_only=False) if e.state.value not in ("READY",) and e.reason != "not loaded"]
         if failed and s.exit_on_error:
             raise StartupError("; ".join(f"model '{e.name}' version {e.version or '-'}: {e.reason}" for e in failed))
         if s.model_control_mode is ModelControlMode.POLL:

@@ -18,7 +18,7 @@ from server.errors import ServerError
 _LENGTH_PREFIX = struct.Struct("<I")
 
 
-def deserialize_bytes(raw: bytes | memoryview, shape: Sequence[int], tensor_name: str, model_name: str) -> np.ndarray:
+def deserialize_bytes(raw: bytes | bytearray | memoryview, shape: Sequence[int], tensor_name: str, model_name: str) -> np.ndarray:
     """Decode length-prefixed BYTES elements into text ONNX Runtime takes: a fixed-width unicode
     array when every element has the same length and is ASCII without NUL (the usual case,
     decoded without a Python object per element: about 1.3x the wire size for 2-byte strings),

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from server.settings import DEFAULT_MAX_INPUT_BYTES, LogFormat, ModelControlMode, Settings, SettingsError
 
@@ -43,7 +43,11 @@ class _Repeatable(argparse._AppendAction):
     """
 
     def __call__(
-        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object, option_string: str | None = None
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
     ) -> None:
         if getattr(namespace, self.dest, None) is self.default:
             setattr(namespace, self.dest, None)
@@ -80,6 +84,7 @@ def build_parser() -> OneLineParser:
         help="fail startup if any model fails to load (default false)",
     )
     p.add_argument("--exit-timeout-secs", type=float, default=30.0, help="bound on the graceful drain after SIGTERM/SIGINT")
+    p.add_argument("--version-drain-timeout-secs", type=float, default=30.0, help="time a replaced or unloaded model version gets to drain")
     p.add_argument("--log-verbose", type=int, default=0)
     p.add_argument("--log-format", choices=[f.value for f in LogFormat], default="text")
     p.add_argument("--model-control-mode", choices=[m.value for m in ModelControlMode], default="none")
@@ -137,7 +142,7 @@ def _apply_environment(parser: argparse.ArgumentParser, environ: Mapping[str, st
         value = environ.get(env_name(action.option_strings[0]))
         if value is None:
             continue
-        convert = action.type or str
+        convert: Callable[[str], object] = action.type if callable(action.type) else str
         try:
             if isinstance(action, argparse._AppendAction):
                 default: object = [convert(v) for v in value.split(",") if v]
@@ -207,6 +212,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
             strict_readiness=args.strict_readiness,
             exit_on_error=args.exit_on_error,
             exit_timeout_secs=args.exit_timeout_secs,
+            version_drain_timeout_secs=args.version_drain_timeout_secs,
             log_verbose=args.log_verbose,
             log_format=LogFormat(args.log_format),
             model_control_mode=ModelControlMode(args.model_control_mode),
@@ -248,16 +254,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvloop
 
     from server.app import StartupError, serve
+    from server.errors import ServerError
     from server.observability.logging import configure_logging
-    from server.repository.layout import DuplicateModelError
 
     settings = parse_settings(sys.argv[1:] if argv is None else argv)
     configure_logging(settings.log_format, settings.log_verbose)
     _disable_onnxruntime_telemetry()
     try:
         uvloop.run(serve(settings))
-    except (StartupError, DuplicateModelError) as exc:
+    except StartupError as exc:
         print(f"ortserve: error: {exc}", file=sys.stderr)
+        return 1
+    except ServerError as exc:  # e.g. ALREADY_EXISTS: one model name in two repositories
+        print(f"ortserve: error: {exc.message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

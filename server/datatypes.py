@@ -38,8 +38,6 @@ FIXED_SIZE_DATATYPES: frozenset[str] = frozenset(_FIXED_WIRE_TO_NUMPY)
 # (and so ORT's Python API) has no native bfloat16, so we refuse it with a clear message.
 SUPPORTED_DATATYPES: frozenset[str] = frozenset([*_FIXED_WIRE_TO_NUMPY, "BYTES"])
 
-_NUMPY_KIND_TO_WIRE: dict[np.dtype, str] = {dtype.newbyteorder("="): wire for wire, dtype in _FIXED_WIRE_TO_NUMPY.items()}
-
 _ORT_TYPE_TO_WIRE: dict[str, str] = {
     "tensor(bool)": "BOOL",
     "tensor(uint8)": "UINT8",
@@ -88,13 +86,6 @@ def numpy_dtype(wire: str) -> np.dtype:
     return _FIXED_WIRE_TO_NUMPY[wire]
 
 
-def wire_from_numpy(dtype: np.dtype) -> str:
-    """The wire type of a numpy array produced by ORT (object and str arrays are BYTES)."""
-    if dtype.kind in ("O", "U", "S"):
-        return "BYTES"
-    return _NUMPY_KIND_TO_WIRE[dtype.newbyteorder("=")]
-
-
 def element_size(wire: str) -> int:
     return _FIXED_WIRE_TO_NUMPY[wire].itemsize
 
@@ -103,7 +94,7 @@ def element_count(shape: Sequence[int]) -> int:
     return prod(shape)
 
 
-def decode_raw(raw: bytes | memoryview, wire: str, shape: Sequence[int], tensor_name: str, model_name: str) -> np.ndarray:
+def decode_raw(raw: bytes | bytearray | memoryview, wire: str, shape: Sequence[int], tensor_name: str, model_name: str) -> np.ndarray:
     """Decode raw tensor bytes into an array of ``shape``; zero-copy for fixed-size types.
 
     Raises ServerError(INVALID_ARG) with Triton's wording when the byte size does not fit.

@@ -17,7 +17,6 @@ class ErrorCode(enum.Enum):
     INTERNAL = "INTERNAL"
     UNSUPPORTED = "UNSUPPORTED"
     ALREADY_EXISTS = "ALREADY_EXISTS"
-    CANCELLED = "CANCELLED"
     # Not a Triton code: a request whose caller's deadline passed while it waited in a queue.
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
 
@@ -30,7 +29,6 @@ _STATUS_TEXT = {
     ErrorCode.INTERNAL: "Internal",
     ErrorCode.UNSUPPORTED: "Unsupported",
     ErrorCode.ALREADY_EXISTS: "Already exists",
-    ErrorCode.CANCELLED: "Cancelled",
     ErrorCode.DEADLINE_EXCEEDED: "Deadline exceeded",
 }
 

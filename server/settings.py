@@ -1,4 +1,4 @@
-"""Typed, validated server settings. Built once by ``__main__`` from argv and the environment."""
+"""Typed, validated server settings. Built once by ``cli.parse_settings`` from argv and the environment."""
 
 from __future__ import annotations
 
@@ -42,6 +42,8 @@ class Settings:
     strict_readiness: bool = True
     exit_on_error: bool = False
     exit_timeout_secs: float = 30.0
+    # How long a replaced or unloaded version may drain its queued requests (not the shutdown's bound).
+    version_drain_timeout_secs: float = 30.0
     log_verbose: int = 0
     log_format: LogFormat = LogFormat.TEXT
     model_control_mode: ModelControlMode = ModelControlMode.NONE
@@ -100,6 +102,8 @@ class Settings:
         ):
             if not 1 <= value <= MAX_MESSAGE_BYTES:
                 raise SettingsError(f"{flag} must be between 1 and {MAX_MESSAGE_BYTES}")
+        if self.version_drain_timeout_secs < 0:
+            raise SettingsError("--version-drain-timeout-secs must be >= 0")
         if self.max_inflight_bytes < 0:
             raise SettingsError("--max-inflight-bytes must be >= 0 (0 = a quarter of the memory limit)")
         if self.grpc_max_connections < 1 or self.http_max_connections < 1:

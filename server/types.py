@@ -26,7 +26,7 @@ class InferInput:
     name: str
     datatype: str
     shape: tuple[int, ...]
-    raw: bytes | memoryview | None = None
+    raw: bytes | bytearray | memoryview | None = None
     array: np.ndarray | None = None
     parameters: dict[str, ParameterValue] = field(default_factory=dict)
     decode: Callable[[], np.ndarray] | None = None
@@ -75,7 +75,6 @@ class InferResponse:
 class ModelState(enum.Enum):
     """Lifecycle state of one model version (RepositoryIndex ``state`` strings)."""
 
-    UNKNOWN = "UNKNOWN"
     LOADING = "LOADING"
     READY = "READY"
     UNLOADING = "UNLOADING"
@@ -111,3 +110,40 @@ class ModelIndexEntry:
     version: str
     state: ModelState
     reason: str
+
+
+@dataclass(slots=True, frozen=True)
+class Duration:
+    """How many events and their total nanoseconds (Triton's StatisticDuration)."""
+
+    count: int
+    ns: int
+
+
+@dataclass(slots=True, frozen=True)
+class BatchStatistics:
+    """Executions of one formed batch size, with their compute phases."""
+
+    batch_size: int
+    compute_input: Duration
+    compute_infer: Duration
+    compute_output: Duration
+
+
+@dataclass(slots=True, frozen=True)
+class ModelStatistics:
+    """One READY version's cumulative statistics (ModelStatistics / GET .../stats)."""
+
+    name: str
+    version: str
+    # Wall-clock milliseconds since the epoch of the last inference (0 = never).
+    last_inference_ms: int
+    inference_count: int
+    execution_count: int
+    success: Duration
+    fail: Duration
+    queue: Duration
+    compute_input: Duration
+    compute_infer: Duration
+    compute_output: Duration
+    batch_stats: tuple[BatchStatistics, ...]

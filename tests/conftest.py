@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from loadtest import perf_analyzer
-from tests.harness import REPO_ROOT, ServerProcess
+from scripts.harness import REPO_ROOT, ServerProcess
 from tests.repository_builder import build_test_repository
 
 

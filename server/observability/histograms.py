@@ -11,32 +11,8 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable
 
+from server.observability import families
 from server.observability.statistics import RequestTiming
-
-# 50 µs … 10 s: small CPU models answer in well under a millisecond.
-LATENCY_BUCKETS_SECS = (
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
-BATCH_SIZE_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
-
-FAMILIES = (
-    (
-        "ortserve_request_duration_seconds",
-        "End-to-end inference request duration in the server, seconds",
-        LATENCY_BUCKETS_SECS,
-    ),
-    (
-        "ortserve_queue_duration_seconds",
-        "Time a request waited in the scheduler queue before its batch started, seconds",
-        LATENCY_BUCKETS_SECS,
-    ),
-    (
-        "ortserve_compute_duration_seconds",
-        "Time one batch took on an instance (merge inputs, run, split outputs), seconds",
-        LATENCY_BUCKETS_SECS,
-    ),
-    ("ortserve_batch_size", "Rows in each batch the scheduler formed and executed", BATCH_SIZE_BUCKETS),
-)
 
 
 class Histogram:
@@ -65,10 +41,10 @@ class Histogram:
 
 
 class VersionHistograms:
-    """The four histograms of one model version, in FAMILIES order."""
+    """The four histograms of one model version, in families.HISTOGRAMS order."""
 
     def __init__(self) -> None:
-        self.request, self.queue, self.compute, self.batch_size = (Histogram(bounds) for _, _, bounds in FAMILIES)
+        self.request, self.queue, self.compute, self.batch_size = (Histogram(family.buckets) for family in families.HISTOGRAMS)
 
     def observe_request(self, timing: RequestTiming, done_ns: int) -> None:
         self.request.observe((done_ns - timing.received_ns) / 1e9)
@@ -89,8 +65,9 @@ def render_histograms(series: Iterable[tuple[str, VersionHistograms]]) -> list[s
     """
     items = list(series)
     lines: list[str] = []
-    for index, (name, help_text, _) in enumerate(FAMILIES):
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+    for index, family in enumerate(families.HISTOGRAMS):
+        name = family.name
+        lines += family.header()
         for labels, histograms in items:
             histogram = histograms.by_family()[index]
             lines += [f'{name}_bucket{{{labels},le="{le}"}} {count}' for le, count in histogram.cumulative()]

@@ -64,6 +64,8 @@ class ModelStats:
     last_inference_ms: int = 0
     failures: dict[FailureReason, int] = field(default_factory=lambda: dict.fromkeys(FailureReason, 0))
     batch_stats: dict[int, BatchStat] = field(default_factory=dict)
+    # ONNX Runtime time and executions per instance (by instance name).
+    instances: dict[str, DurationStat] = field(default_factory=dict)
     # Optional latency histograms fed by the same events (None when histograms are off).
     histograms: HistogramSink | None = None
 
@@ -82,9 +84,14 @@ class ModelStats:
         self.fail.add(done_ns - received_ns)
         self.failures[reason] += 1
 
-    def record_execution(self, batch_size: int, timing: RequestTiming) -> None:
-        """One model execution (a formed batch of ``batch_size`` inferences)."""
+    def record_execution(self, batch_size: int, timing: RequestTiming, instance: str = "") -> None:
+        """One model execution (a formed batch of ``batch_size`` inferences) on ``instance``."""
         self.execution_count += 1
+        if instance:
+            per_instance = self.instances.get(instance)
+            if per_instance is None:
+                per_instance = self.instances[instance] = DurationStat()
+            per_instance.add(timing.infer_done_ns - timing.input_done_ns)
         stat = self.batch_stats.get(batch_size)
         if stat is None:
             stat = self.batch_stats[batch_size] = BatchStat()

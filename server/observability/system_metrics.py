@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.observability.metrics import render_family
+from server.observability import families
 
 log = logging.getLogger(__name__)
 
@@ -85,20 +86,20 @@ class SystemMetrics:
     def render(self) -> list[str]:
         s, lines = self.sample, []
         if s.cpu_utilization is not None:
-            lines += render_family("nv_cpu_utilization", "gauge", "CPU utilization rate [0.0 - 1.0]", [({}, s.cpu_utilization)])
+            lines += families.CPU_UTILIZATION.render([({}, s.cpu_utilization)])
         if s.memory_total_bytes is not None:
-            lines += render_family("nv_cpu_memory_total_bytes", "gauge", "CPU total memory (RAM), in bytes", [({}, s.memory_total_bytes)])
-            lines += render_family("nv_cpu_memory_used_bytes", "gauge", "CPU used memory (RAM), in bytes", [({}, s.memory_used_bytes or 0)])
-        gauges = (
-            ("nv_gpu_utilization", "GPU utilization rate [0.0 - 1.0)", lambda g: g.utilization),
-            ("nv_gpu_memory_total_bytes", "GPU total memory, in bytes", lambda g: g.memory_total_bytes),
-            ("nv_gpu_memory_used_bytes", "GPU used memory, in bytes", lambda g: g.memory_used_bytes),
-            ("nv_gpu_power_usage", "GPU power usage in watts", lambda g: g.power_watts),
-            ("nv_gpu_power_limit", "GPU power management limit in watts", lambda g: g.power_limit_watts),
+            lines += families.CPU_MEMORY_TOTAL.render([({}, s.memory_total_bytes)])
+            lines += families.CPU_MEMORY_USED.render([({}, s.memory_used_bytes or 0)])
+        gauges: tuple[tuple[families.Family, Callable[[GpuSample], float]], ...] = (
+            (families.GPU_UTILIZATION, lambda g: g.utilization),
+            (families.GPU_MEMORY_TOTAL, lambda g: g.memory_total_bytes),
+            (families.GPU_MEMORY_USED, lambda g: g.memory_used_bytes),
+            (families.GPU_POWER_USAGE, lambda g: g.power_watts),
+            (families.GPU_POWER_LIMIT, lambda g: g.power_limit_watts),
         )
         if s.gpus:
-            for name, help_text, value in gauges:
-                lines += render_family(name, "gauge", help_text, [({"gpu_uuid": g.uuid}, value(g)) for g in s.gpus])
+            for family, value in gauges:
+                lines += family.render([({"gpu_uuid": g.uuid}, value(g)) for g in s.gpus])
         return lines
 
 

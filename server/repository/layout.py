@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.errors import ErrorCode, ServerError
+
 CONFIG_FILENAME = "config.pbtxt"
 
 
@@ -30,10 +32,6 @@ class ModelSource:
     def config_path(self) -> Path | None:
         path = self.directory / CONFIG_FILENAME
         return path if path.is_file() else None
-
-
-class DuplicateModelError(Exception):
-    """Two repositories hold a model with the same name."""
 
 
 def is_version_dir_name(name: str) -> bool:
@@ -69,7 +67,7 @@ def scan_repositories(repositories: list[Path], single_model_name: str | None = 
     """Every model directory in every repository, by name.
 
     A repository that is itself one model is served under ``single_model_name`` (default: its
-    directory name). Raises DuplicateModelError when one name appears twice (Triton refuses this
+    directory name). Raises ServerError(ALREADY_EXISTS) when one name appears twice (Triton refuses this
     too, because a request could not say which one it means).
     """
     models: dict[str, ModelSource] = {}
@@ -78,8 +76,9 @@ def scan_repositories(repositories: list[Path], single_model_name: str | None = 
         sources = [found] if found else [read_model(d) for d in sorted(repository.iterdir()) if _is_model_dir(d)]
         for source in sources:
             if source.name in models:
-                raise DuplicateModelError(
-                    f"model '{source.name}' appears in two repositories: {models[source.name].directory} and {source.directory}"
+                raise ServerError(
+                    ErrorCode.ALREADY_EXISTS,
+                    f"model '{source.name}' appears in two repositories: {models[source.name].directory} and {source.directory}",
                 )
             models[source.name] = source
     return models

@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from server.datatypes import wire_from_ort_type
-from server.repository.signature import GraphSignature, GraphTensor
+from server.model_config.signature import GraphSignature, GraphTensor
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ class ModelInstance:
         """Blocking; call only on this instance's thread (or before it serves, e.g. warmup)."""
         if self._use_io_binding and not any(array.dtype == object for array in feeds.values()):
             return self._run_bound(feeds, output_names)
-        return self._session.run(output_names, feeds)
+        outputs: list[np.ndarray] = self._session.run(output_names, feeds)
+        return outputs
 
     def _run_bound(self, feeds: dict[str, np.ndarray], output_names: list[str]) -> list[np.ndarray]:
         binding = self._session.io_binding()
@@ -48,7 +49,8 @@ class ModelInstance:
         for name in output_names:
             binding.bind_output(name, "cpu")
         self._session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()
+        outputs: list[np.ndarray] = binding.copy_outputs_to_cpu()
+        return outputs
 
     def post(self, work: Callable[[], None]) -> None:
         """Run ``work()`` on this instance's thread, after work posted before it. Never blocks.

@@ -14,20 +14,20 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from server.classification import read_labels
 from server.errors import ServerError
+from server.model_config import autocomplete
+from server.model_config.batching_validation import validate_batching
+from server.model_config.io_validation import validate_io_config
+from server.model_config.labels import read_labels
+from server.model_config.spec import ModelSpec, spec_from_config
+from server.model_config.validation import validate_config
 from server.proto import model_config_pb2 as mc
-from server.repository import autocomplete
-from server.repository.batching_validation import validate_batching
 from server.repository.confined import inside_model_dir
-from server.repository.io_validation import validate_io_config
-from server.repository.spec import ModelSpec, spec_from_config
-from server.repository.validation import validate_config
 from server.runtime.devices import DeviceChoice, device_choices
 from server.runtime.gpus import CUDA_PROVIDER, usable_gpu_count
 from server.runtime.instance import ModelInstance, graph_signature
 from server.runtime.session_options import build_session_options
-from server.runtime.warmup import NETWORK_WARMUP_LIMITS, WarmupReport, run_warmup
+from server.runtime.warmup import NETWORK_WARMUP_LIMITS, run_warmup
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ class LoadedVersion:
     config: mc.ModelConfig
     spec: ModelSpec
     instances: list[ModelInstance]
-    warmup: WarmupReport
 
 
 def model_file(version_dir: Path, config: mc.ModelConfig) -> Path:
@@ -99,7 +98,7 @@ def load_version(
         raise
     if warmup.executions:
         log.info("model '%s' version %d: warmup ran %d execution(s) in %.3fs", model_name, version, warmup.executions, warmup.seconds)
-    return LoadedVersion(config=config, spec=spec, instances=instances, warmup=warmup)
+    return LoadedVersion(config=config, spec=spec, instances=instances)
 
 
 def read_output_labels(config: mc.ModelConfig, model_dir: Path) -> dict[str, tuple[str, ...]]:

@@ -17,10 +17,10 @@ import numpy as np
 
 from server.datatypes import SUPPORTED_DATATYPES, config_to_wire, decode_raw, numpy_dtype
 from server.errors import ServerError
+from server.model_config.batch_inputs import batch_input_array, batch_input_specs
+from server.model_config.spec import ModelSpec
 from server.proto import model_config_pb2 as mc
-from server.repository.batch_inputs import batch_input_array, batch_input_specs
 from server.repository.confined import inside_model_dir
-from server.repository.spec import ModelSpec
 from server.runtime.instance import ModelInstance
 
 log = logging.getLogger(__name__)

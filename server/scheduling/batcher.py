@@ -205,7 +205,7 @@ class DynamicBatcher(Scheduler):
         """On the loop: answer the jobs of one executed batch."""
         self._executing -= len(jobs)
         if error is None:
-            self._stats.record_execution(sum(job.rows for job in jobs), jobs[0].timing)
+            self._stats.record_execution(sum(job.rows for job in jobs), jobs[0].timing, instance.name)
             for job in jobs:
                 self._settle(job, None)
         else:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from server.repository.batch_inputs import BatchInputSpec, batch_input_array
+from server.model_config.batch_inputs import BatchInputSpec, batch_input_array
 from server.scheduling.job import InferenceJob
 
 if TYPE_CHECKING:

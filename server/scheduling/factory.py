@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from server.model_config.batch_inputs import batch_input_specs
 from server.observability.statistics import ModelStats
 from server.proto import model_config_pb2 as mc
-from server.repository.batch_inputs import batch_input_specs
 from server.runtime.instance import ModelInstance
 from server.scheduling.base import Scheduler
 from server.scheduling.batch_policy import BatchingRule

@@ -75,7 +75,7 @@ class PriorityPolicy:
             else default
             for level in range(1, count + 1)
         )
-        # validation.check_scheduling guarantees the default level is in range when levels are on.
+        # model_config.batching_validation.validate_batching guarantees the default level is in range when levels are on.
         default_level = batching.default_priority_level if batching.priority_levels else 1
         return cls(levels=levels, default_level=default_level)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import tritonclient.grpc as grpcclient
 
-from tests.harness import REPO_ROOT
+from scripts.harness import REPO_ROOT
 
 SAMPLE = re.compile(r'^(?P<name>nv_\w+)(?:\{gpu_uuid="(?P<uuid>[^"]*)"\})? (?P<value>\S+)$')
 _PROBE = (

@@ -16,8 +16,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from scripts import onnx_models
+from scripts.harness import ServerProcess
 from tests.gpu.gpu_env import probe_cuda, settled_index, shadow_cuda_library
-from tests.harness import ServerProcess
 from tests.repository_builder import write_model
 
 pytestmark = pytest.mark.gpu

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from scripts import onnx_models
+from scripts.harness import ServerProcess
 from tests.gpu.gpu_env import gpu_gauges, metrics_text
-from tests.harness import ServerProcess
 from tests.repository_builder import SIMPLE_CONFIG, write_model
 
 pytestmark = pytest.mark.gpu

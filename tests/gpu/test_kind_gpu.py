@@ -18,8 +18,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from scripts import onnx_models
+from scripts.harness import ServerProcess
 from tests.gpu.gpu_env import settled_index
-from tests.harness import ServerProcess
 from tests.repository_builder import write_model
 
 pytestmark = pytest.mark.gpu

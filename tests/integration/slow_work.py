@@ -28,7 +28,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from scripts import onnx_models
-from tests.harness import Metrics, ServerProcess, wait_until
+from scripts.harness import Metrics, ServerProcess, wait_until
 
 # Every slow_echo model config carries this, so the server runs it as it was measured here.
 ONE_THREAD = 'parameters { key: "intra_op_thread_count" value: { string_value: "1" } }'

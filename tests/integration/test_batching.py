@@ -20,7 +20,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from scripts import onnx_models
-from tests.harness import ServerProcess, wait_until
+from scripts.harness import ServerProcess, wait_until
 from tests.integration.slow_work import EXECUTING, MAX_ROWS, ONE_INSTANCE, PENDING, Blocker, echo_input, rows_lasting, until_premise_holds
 from tests.repository_builder import write_model
 

@@ -25,9 +25,9 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from scripts import onnx_models
-from tests.harness import ServerProcess
+from scripts.harness import ServerProcess
+from scripts.load_client import LoadClient, failures
 from tests.integration.slow_work import ONE_INSTANCE, Blocker, echo_input, rows_lasting, until_premise_holds
-from tests.load_client import LoadClient, failures
 from tests.repository_builder import write_model
 
 PROTOCOLS = ("grpc", "http")

@@ -7,7 +7,7 @@ this test runs a smaller, fixed set on every build.
 from __future__ import annotations
 
 from loadtest.fuzz import fuzz_grpc, fuzz_http
-from tests.harness import ServerProcess
+from scripts.harness import ServerProcess
 
 
 def test_fuzzed_grpc_requests_never_get_internal_or_unknown(server: ServerProcess) -> None:

@@ -21,9 +21,9 @@ from tritonclient.utils import InferenceServerException, deserialize_bytes_tenso
 
 import server as ortserve
 from scripts import onnx_models
+from scripts.harness import ServerProcess
 from server.proto import grpc_service_pb2 as pb
 from server.proto import grpc_service_pb2_grpc as pb_grpc
-from tests.harness import ServerProcess
 from tests.repository_builder import IDENTITY_DATATYPES, write_model
 
 MAX_MESSAGE_BYTES = 2**31 - 1

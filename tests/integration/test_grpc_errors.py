@@ -18,9 +18,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from scripts.harness import ServerProcess
 from server.proto import grpc_service_pb2 as pb
 from server.proto import grpc_service_pb2_grpc as pb_grpc
-from tests.harness import ServerProcess
 
 MAX_MESSAGE_BYTES = 2**31 - 1
 REQUEST_ID_PREFIX = re.compile(r"^\[request id: [^\]]*\] ")

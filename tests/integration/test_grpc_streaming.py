@@ -15,7 +15,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tests.harness import ServerProcess
+from scripts.harness import ServerProcess
 
 Answer = tuple[grpcclient.InferResult | None, InferenceServerException | None]
 

@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from tritonclient.utils import InferenceServerException
 
 from scripts import onnx_models
-from tests.harness import ServerProcess
+from scripts.harness import ServerProcess
 from tests.repository_builder import SIMPLE_CONFIG, write_model
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -20,9 +20,9 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from scripts import onnx_models
+from scripts.harness import ServerProcess, http_status
 from server.proto import grpc_service_pb2 as pb
 from server.proto import grpc_service_pb2_grpc as pb_grpc
-from tests.harness import ServerProcess, http_status
 from tests.repository_builder import write_model
 
 MIB = 2**20

@@ -17,7 +17,7 @@ from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 import server as ortserve
 from loadtest import perf_analyzer
-from tests.harness import ServerProcess
+from scripts.harness import ServerProcess
 from tests.repository_builder import IDENTITY_DATATYPES
 
 

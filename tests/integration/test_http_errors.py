@@ -26,9 +26,9 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from scripts import onnx_models
+from scripts.harness import ServerProcess
 from server.proto import grpc_service_pb2 as pb
 from server.proto import grpc_service_pb2_grpc as pb_grpc
-from tests.harness import ServerProcess
 from tests.integration.test_http_raw import HEADER_LENGTH, Reply, call, infer
 from tests.repository_builder import write_model
 

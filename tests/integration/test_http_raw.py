@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from scripts.harness import ServerProcess
 from server.frontends.http.openapi import OPENAPI_PATH
-from tests.harness import ServerProcess
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 

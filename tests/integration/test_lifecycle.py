@@ -22,7 +22,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from scripts import onnx_models
-from tests.harness import REPO_ROOT, ServerProcess, http_status, wait_until
+from scripts.harness import REPO_ROOT, ServerProcess, http_status, wait_until
 from tests.integration.slow_work import (
     EXECUTING,
     ONE_INSTANCE,

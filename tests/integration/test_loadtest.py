@@ -30,7 +30,7 @@ import pytest
 
 from loadtest import perf_analyzer, runner
 from loadtest.servers import pinned
-from tests.harness import REPO_ROOT, ServerProcess
+from scripts.harness import REPO_ROOT, ServerProcess
 
 MODEL = "mlp"
 CONCURRENCY = 8

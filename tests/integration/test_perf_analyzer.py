@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from loadtest import perf_analyzer
-from tests.harness import ServerProcess
+from scripts.harness import ServerProcess
 
 # (test id, model, extra perf_analyzer arguments, concurrency levels it must report)
 CASES = [

@@ -22,8 +22,8 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from scripts import onnx_models
-from tests.harness import ServerProcess, wait_until
-from tests.load_client import LoadClient, Outcome, failures
+from scripts.harness import ServerProcess, wait_until
+from scripts.load_client import LoadClient, Outcome, failures
 
 Index = dict[tuple[str, str], tuple[str, str]]
 POLL_FINISHED = re.compile(r"repository poll \d+ finished")

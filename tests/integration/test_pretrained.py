@@ -22,7 +22,7 @@ from rapidocr_onnxruntime.ch_ppocr_rec import TextRecognizer
 from rapidocr_onnxruntime.utils import read_yaml
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tests.harness import ServerProcess
+from scripts.harness import ServerProcess
 
 RAPIDOCR_ROOT = Path(rapidocr_onnxruntime.__file__).resolve().parent
 # The text-direction classifier: x FP32 [N,3,?,?] -> [N,2] (upright / rotated 180 degrees).

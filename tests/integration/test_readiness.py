@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from scripts import onnx_models
-from tests.harness import ServerProcess, http_status
+from scripts.harness import ServerProcess, http_status
 from tests.integration.slow_work import ONE_INSTANCE, executions_lasting, until_premise_holds
 from tests.repository_builder import write_model
 

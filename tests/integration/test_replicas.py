@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from loadtest import bench_replicas as bench
-from tests.harness import REPO_ROOT, ServerProcess
+from scripts.harness import REPO_ROOT, ServerProcess
 
 THREADS = 6
 

@@ -19,7 +19,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from scripts import onnx_models
-from tests.harness import ServerProcess, http_status
+from scripts.harness import ServerProcess, http_status
 from tests.integration.slow_work import ONE_INSTANCE, executions_lasting, until_premise_holds
 from tests.repository_builder import write_model
 

@@ -6,15 +6,15 @@ import pytest
 from google.protobuf import text_format
 
 from server.errors import ErrorCode, ServerError
-from server.proto import model_config_pb2 as mc
-from server.repository.autocomplete import (
+from server.model_config.autocomplete import (
     complete_batching_defaults,
     complete_core_fields,
     complete_from_graph,
     complete_instance_groups,
 )
-from server.repository.signature import GraphSignature, GraphTensor
-from server.repository.validation import validate_config
+from server.model_config.signature import GraphSignature, GraphTensor
+from server.model_config.validation import validate_config
+from server.proto import model_config_pb2 as mc
 
 KIND_CPU = mc.ModelInstanceGroup.KIND_CPU
 KIND_GPU = mc.ModelInstanceGroup.KIND_GPU
@@ -88,9 +88,14 @@ def test_core_fields_name_mismatch() -> None:
     ['platform: "tensorrt_plan"', 'backend: "python"', 'platform: "ensemble"', 'platform: "onnxruntime_onnx" backend: "tensorrt"'],
     ids=["tensorrt", "python", "ensemble", "mixed"],
 )
-def test_core_fields_refuse_other_platforms(text: str) -> None:
-    with pytest.raises(ServerError, match=r"ortserve serves only ONNX models \(platform 'onnxruntime_onnx', backend 'onnxruntime'\)"):
+def test_core_fields_refuse_another_kinds_platform(text: str) -> None:
+    with pytest.raises(ServerError, match=r"this kind of model is platform 'onnxruntime_onnx', backend 'onnxruntime'$"):
         complete_core_fields(config(text), "m")
+
+
+def test_core_fields_fill_in_the_kind_they_are_given() -> None:
+    completed = complete_core_fields(config('platform: "ensemble"'), "m", platform="ensemble", backend="", default_filename="")
+    assert (completed.platform, completed.backend, completed.default_model_filename) == ("ensemble", "", "")
 
 
 # --- from the graph ---------------------------------------------------------------------------

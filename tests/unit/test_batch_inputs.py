@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from server.model_config.batch_inputs import BatchInputSpec, batch_input_array
 from server.proto import model_config_pb2 as mc
-from server.repository.batch_inputs import BatchInputSpec, batch_input_array
 from server.scheduling.execution import merge_feeds
 
 K = mc.BatchInput

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO_ROOT
+from scripts.harness import REPO_ROOT
 
 BENCHMARKS = sorted(path.stem for path in (REPO_ROOT / "loadtest").glob("bench_*.py"))
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from server.classification import check_classifiable, read_labels, top_classes
 from server.errors import ServerError
+from server.model_config.labels import read_labels
+from server.service.classification import check_classifiable, top_classes
 
 
 def test_batched_rows_rank_their_own_classes() -> None:

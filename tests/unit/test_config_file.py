@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from server.errors import ErrorCode, ServerError
+from server.model_config.config_file import ignored_fields, parse_config_text, read_config_file
 from server.proto import model_config_pb2 as mc
-from server.repository.config_file import ignored_fields, parse_config_text, read_config_file
 
 # A config as people write them for Triton's ONNX backend, with many fields ortserve does not act on.
 TRITON_CONFIG = """

@@ -17,7 +17,6 @@ from server.datatypes import (
     encode_raw,
     numpy_dtype,
     serialize_bytes,
-    wire_from_numpy,
     wire_from_ort_type,
     wire_to_config,
 )
@@ -155,7 +154,6 @@ def test_serialize_bytes_wire_format() -> None:
 )
 def test_serialize_bytes_of_str_and_bytes_elements(array: np.ndarray) -> None:
     assert serialize_bytes(array) == encode_elements(["日本".encode(), b"x"])
-    assert wire_from_numpy(array.dtype) == "BYTES"
 
 
 def test_serialize_bytes_row_major() -> None:
@@ -211,17 +209,10 @@ def test_numpy_dtype_and_back(wire: str) -> None:
     _, np_type, size, _ = FIXED[wire]
     assert numpy_dtype(wire) == np.dtype(np_type)
     assert numpy_dtype(wire).itemsize == size
-    assert wire_from_numpy(np.dtype(np_type)) == wire
-
-
-@pytest.mark.parametrize("wire", [w for w in FIXED if FIXED[w][2] > 1])
-def test_wire_from_big_endian_numpy(wire: str) -> None:
-    assert wire_from_numpy(np.dtype(FIXED[wire][1]).newbyteorder(">")) == wire
 
 
 def test_bytes_numpy_dtype_is_object() -> None:
     assert numpy_dtype("BYTES") == np.dtype(object)
-    assert wire_from_numpy(np.dtype(object)) == "BYTES"
 
 
 CONFIG_NAMES = [name for name in mc.DataType.keys() if name != "TYPE_INVALID"]  # noqa: SIM118 (an enum wrapper, not a dict)

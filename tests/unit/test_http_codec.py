@@ -479,9 +479,9 @@ def test_config_json_has_numbers_for_64_bit_integers_and_every_default() -> None
 
 
 def test_load_parameters() -> None:
-    config, files = load_parameters({"config": '{"max_batch_size": 2}', "file:1/model.onnx": "aGVsbG8="})
-    assert (config, files) == ('{"max_batch_size": 2}', {"file:1/model.onnx": b"hello"})
-    assert load_parameters({}) == (None, {})
+    parameters = load_parameters({"config": '{"max_batch_size": 2}', "file:1/model.onnx": "aGVsbG8="})
+    assert parameters == {"config": '{"max_batch_size": 2}', "file:1/model.onnx": b"hello"}
+    assert load_parameters({}) == {}
     assert (
         refusal(lambda: load_parameters({"file:1/model.onnx": 3}))
         == "load parameter 'file:1/model.onnx' must carry the file content as a base64 string"

@@ -6,8 +6,8 @@ import pytest
 from google.protobuf import text_format
 
 from server.errors import ServerError
+from server.model_config.io_validation import validate_io_config
 from server.proto import model_config_pb2 as mc
-from server.repository.io_validation import validate_io_config
 
 BASE = (
     'name: "m" max_batch_size: 4 input [ { name: "x" data_type: TYPE_FP32 dims: [ -1 ] } ] '

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from server.repository.layout import DuplicateModelError, is_version_dir_name, list_versions, scan_repositories
+from server.errors import ErrorCode, ServerError
+from server.repository.layout import is_version_dir_name, list_versions, scan_repositories
 
 
 def make_model(repository: Path, name: str, *entries: str, config: bool = False) -> Path:
@@ -97,9 +98,10 @@ def test_duplicate_model_name_names_both_paths(tmp_path: Path) -> None:
     first, second = tmp_path / "a", tmp_path / "b"
     make_model(first, "resnet", "1/")
     make_model(second, "resnet", "2/")
-    with pytest.raises(DuplicateModelError) as caught:
+    with pytest.raises(ServerError) as caught:
         scan_repositories([first, second])
-    assert str(caught.value) == f"model 'resnet' appears in two repositories: {first / 'resnet'} and {second / 'resnet'}"
+    assert caught.value.code is ErrorCode.ALREADY_EXISTS
+    assert caught.value.message == f"model 'resnet' appears in two repositories: {first / 'resnet'} and {second / 'resnet'}"
 
 
 def test_config_path_must_be_a_file(tmp_path: Path) -> None:

@@ -10,26 +10,26 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scripts import onnx_models
 from server.errors import FailureReason
+from server.lifecycle.onnx_servable import OnnxServable
+from server.model_config.autocomplete import complete_core_fields, complete_from_graph, complete_instance_groups
 from server.observability.histograms import Histogram, VersionHistograms
 from server.observability.metrics import render_inference_metrics, render_latency_histograms
 from server.observability.statistics import RequestTiming
 from server.proto import model_config_pb2 as mc
-from server.repository.autocomplete import complete_core_fields, complete_from_graph, complete_instance_groups
-from server.repository.model_version import ServingVersion
 from server.runtime.instance import ModelInstance, graph_signature
 
 
-def serving_version() -> ServingVersion:
+def serving_version() -> OnnxServable:
     session = ort.InferenceSession(
         onnx_models.add_constant("FP32", ["batch", 4], 1.0).SerializeToString(), providers=["CPUExecutionProvider"]
     )
     config = complete_from_graph(complete_core_fields(mc.ModelConfig(), "add"), graph_signature(session))
     complete_instance_groups(config, gpu_count=0)
     config.metric_tags["team"] = "vision"
-    return ServingVersion("add", 3, config, [ModelInstance("add_0", session, "cpu")], VersionHistograms())
+    return OnnxServable("add", 3, config, [ModelInstance("add_0", session, "cpu")], VersionHistograms())
 
 
-def record_traffic(serving: ServingVersion) -> None:
+def record_traffic(serving: OnnxServable) -> None:
     for rows, latency_ns in ((1, 80_000), (4, 2_000_000), (2, 30_000_000)):
         timing = RequestTiming(
             received_ns=0, enqueued_ns=10_000, exec_start_ns=40_000, input_done_ns=50_000, infer_done_ns=60_000, output_done_ns=70_000

@@ -9,11 +9,11 @@ import pytest
 from google.protobuf import text_format
 
 from server.errors import ErrorCode, ServerError
+from server.model_config.signature import GraphSignature, GraphTensor
+from server.model_config.spec import ModelSpec, TensorSpec, spec_from_config
 from server.proto import model_config_pb2 as mc
-from server.repository.signature import GraphSignature, GraphTensor
-from server.repository.spec import ModelSpec, TensorSpec, spec_from_config
-from server.request_inputs import prepare_inputs, requested_output_names
-from server.request_parameters import SchedulingParameters, scheduling_parameters
+from server.service.request_inputs import prepare_inputs, requested_output_names
+from server.service.request_parameters import SchedulingParameters, scheduling_parameters
 from server.types import InferInput, InferRequest, ParameterValue, RequestedOutput
 
 NO_ID = "[request id: <id_unknown>] "

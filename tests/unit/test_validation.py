@@ -6,9 +6,9 @@ import pytest
 from google.protobuf import text_format
 
 from server.errors import ErrorCode, ServerError
+from server.model_config.signature import GraphSignature, GraphTensor
+from server.model_config.validation import validate_config
 from server.proto import model_config_pb2 as mc
-from server.repository.signature import GraphSignature, GraphTensor
-from server.repository.validation import validate_config
 
 GRAPH = GraphSignature(
     inputs=(GraphTensor("INPUT0", "FP32", (-1, 16)), GraphTensor("INPUT1", "INT32", (-1, -1))),

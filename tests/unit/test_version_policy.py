@@ -6,8 +6,8 @@ import pytest
 from google.protobuf import text_format
 
 from server.errors import ErrorCode, ServerError
+from server.model_config.version_policy import describe, select_versions
 from server.proto import model_config_pb2 as mc
-from server.repository.version_policy import describe, select_versions
 
 
 def policy(text: str) -> mc.ModelVersionPolicy:

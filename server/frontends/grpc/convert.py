@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from math import prod
+from typing import Any
 
 import numpy as np
 
 from server.datatypes import WIRE_DATATYPES, encode_raw, numpy_dtype
 from server.errors import ServerError
-from server.observability.statistics import DurationStat
 from server.proto import grpc_service_pb2 as pb
-from server.repository.model_version import ServingVersion
 from server.types import (
+    Duration,
     InferInput,
     InferRequest,
     InferResponse,
     ModelIndexEntry,
     ModelMetadata,
+    ModelStatistics,
     ParameterValue,
     RequestedOutput,
     ServerMetadata,
+    TensorMetadata,
 )
 
 # gRPC messages are capped at 2^31-1 bytes (Triton's limit too).
@@ -176,10 +179,10 @@ def _fits(values: np.ndarray, dtype: np.dtype) -> bool:
     return int(values.min()) >= bounds.min and int(values.max()) <= bounds.max
 
 
-def _utf8_array(values: object, name: str, model_name: str) -> np.ndarray:
-    array = np.empty(len(values), dtype=object)  # type: ignore[arg-type]
+def _utf8_array(values: Sequence[bytes], name: str, model_name: str) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
     try:
-        array[:] = [bytes(v).decode("utf-8") for v in values]  # type: ignore[attr-defined]
+        array[:] = [bytes(v).decode("utf-8") for v in values]
     except UnicodeDecodeError:
         raise ServerError.invalid_arg(
             f"input '{name}' for model '{model_name}' holds a BYTES element that is not valid UTF-8; "
@@ -211,7 +214,7 @@ def server_metadata_to_pb(metadata: ServerMetadata) -> pb.ServerMetadataResponse
 
 
 def model_metadata_to_pb(metadata: ModelMetadata) -> pb.ModelMetadataResponse:
-    def tensors(items: tuple) -> list[pb.ModelMetadataResponse.TensorMetadata]:
+    def tensors(items: tuple[TensorMetadata, ...]) -> list[pb.ModelMetadataResponse.TensorMetadata]:
         return [pb.ModelMetadataResponse.TensorMetadata(name=t.name, datatype=t.datatype, shape=t.shape) for t in items]
 
     return pb.ModelMetadataResponse(
@@ -231,19 +234,18 @@ def index_to_pb(entries: list[ModelIndexEntry]) -> pb.RepositoryIndexResponse:
     )
 
 
-def _duration(stat: DurationStat) -> pb.StatisticDuration:
+def _duration(stat: Duration) -> pb.StatisticDuration:
     return pb.StatisticDuration(count=stat.count, ns=stat.ns)
 
 
-def statistics_to_pb(versions: list[ServingVersion]) -> pb.ModelStatisticsResponse:
+def statistics_to_pb(versions: list[ModelStatistics]) -> pb.ModelStatisticsResponse:
     return pb.ModelStatisticsResponse(model_stats=[_version_statistics(s) for s in versions])
 
 
-def _version_statistics(serving: ServingVersion) -> pb.ModelStatistics:
-    stats = serving.stats
+def _version_statistics(stats: ModelStatistics) -> pb.ModelStatistics:
     return pb.ModelStatistics(
-        name=serving.name,
-        version=serving.version_str,
+        name=stats.name,
+        version=stats.version,
         last_inference=stats.last_inference_ms,
         inference_count=stats.inference_count,
         execution_count=stats.execution_count,
@@ -257,33 +259,30 @@ def _version_statistics(serving: ServingVersion) -> pb.ModelStatistics:
         ),
         batch_stats=[
             pb.InferBatchStatistics(
-                batch_size=size,
+                batch_size=batch.batch_size,
                 compute_input=_duration(batch.compute_input),
                 compute_infer=_duration(batch.compute_infer),
                 compute_output=_duration(batch.compute_output),
             )
-            for size, batch in sorted(stats.batch_stats.items())
+            for batch in stats.batch_stats
         ],
     )
 
 
-def load_parameters_from_pb(parameters: object) -> tuple[str | None, dict[str, bytes]]:
-    """RepositoryModelLoad parameters: the ``config`` JSON string and ``file:`` contents.
-
-    Raises INVALID_ARG for a parameter of the wrong kind or an unknown key.
-    """
-    config_json: str | None = None
-    files: dict[str, bytes] = {}
-    for key, value in parameters.items():  # type: ignore[attr-defined]
+def load_parameters_from_pb(parameters: Any) -> dict[str, str | bytes]:
+    """RepositoryModelLoad parameters as plain values, after gRPC's own type checks (Triton's
+    words); which keys mean what is the core's business (service/load_request.py)."""
+    values: dict[str, str | bytes] = {}
+    for key, value in parameters.items():
         kind = value.WhichOneof("parameter_choice")
         if key == "config":
             if kind != "string_param":
                 raise ServerError.invalid_arg("invalid value type for load parameter 'config', expected string_param.")
-            config_json = value.string_param
+            values[key] = value.string_param
         elif key.startswith("file:"):
             if kind != "bytes_param":
                 raise ServerError.invalid_arg(f"invalid value type for load parameter '{key}', expected bytes_param.")
-            files[key] = value.bytes_param
-        else:
-            raise ServerError.invalid_arg(f"unrecognized load parameter '{key}'.")
-    return config_json, files
+            values[key] = value.bytes_param
+        else:  # the core refuses it by name
+            values[key] = ""
+    return values

@@ -15,7 +15,7 @@ INFERENCE_SERVICE_NAME = "inference.GRPCInferenceService"
 _KNOWN_SERVICES = ("", INFERENCE_SERVICE_NAME)
 
 
-class ReadinessHealthServicer(HealthServicer):
+class ReadinessHealthServicer(HealthServicer):  # type: ignore[misc]  # grpc_health ships no types: its base class is Any
     """Check answers from live readiness; Watch streams are fed by ``follow_readiness``."""
 
     def __init__(self, service: InferenceService) -> None:

@@ -7,7 +7,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
@@ -18,18 +18,14 @@ from server.frontends.grpc.outbox import Outbox
 from server.frontends.grpc.status import GRPC_STATUS, status_details
 from server.proto import grpc_service_pb2 as pb
 from server.proto import grpc_service_pb2_grpc as pb_grpc
-from server.service import InferenceService, PendingInference
+from server.service import InferenceHandle, InferenceService
 from server.types import InferRequest
 
 log = logging.getLogger(__name__)
 
 
-def _shared_memory_unsupported() -> ServerError:
-    return ServerError.unsupported("shared memory is not supported by ortserve; send tensors in the request")
-
-
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
-Ctx = grpc.aio.ServicerContext
+Ctx: TypeAlias = grpc.aio.ServicerContext
 
 
 def mapped_errors(handler: Handler) -> Handler:
@@ -95,7 +91,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @mapped_errors
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Ctx) -> pb.RepositoryIndexResponse:
-        return convert.index_to_pb(self._service.repository_index(request.ready))
+        return convert.index_to_pb(await self._service.repository_index(request.ready))
 
     @mapped_errors
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Ctx) -> pb.ModelInferResponse:
@@ -109,7 +105,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         so one stream with many requests in flight is batched like many unary calls. No task per
         request: a completed job's callback queues its response for this writer."""
         responses: Outbox[pb.ModelStreamInferResponse | None] = Outbox()
-        in_flight: set[asyncio.Future[object]] = set()
+        in_flight: set[InferenceHandle] = set()
         # Read-ahead bound: a request takes a slot when it is read and gives it back once its
         # response is written, so a client that stops reading responses stops being read.
         slots = asyncio.Semaphore(STREAM_MAX_IN_FLIGHT)
@@ -121,22 +117,22 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await reader  # surfaces a read error as this call's status
         finally:
             reader.cancel()
-            for future in list(in_flight):  # the client is gone: withdraw what has not run yet
-                future.cancel()
+            for handle in list(in_flight):  # the client is gone: withdraw what has not run yet
+                handle.cancel()
 
     async def _read_stream(
         self,
         request_iterator: AsyncIterator[pb.ModelInferRequest],
         responses: Outbox[pb.ModelStreamInferResponse | None],
-        in_flight: set[asyncio.Future[object]],
+        in_flight: set[InferenceHandle],
         slots: asyncio.Semaphore,
     ) -> None:
         drained = asyncio.Event()
         drained.set()
 
-        def finished(future: asyncio.Future[object], pending: PendingInference) -> None:
-            in_flight.discard(future)
-            responses.put(self._stream_response(pending))
+        def finished(handle: InferenceHandle) -> None:
+            in_flight.discard(handle)
+            responses.put(self._stream_response(handle))
             if not in_flight:
                 drained.set()
 
@@ -147,7 +143,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     responses.put(_stream_error(pb.ModelInferRequest(), request.describe()))
                     continue
                 try:
-                    pending = self._service.submit(convert.request_from_pb(request, None))
+                    handle = self._service.submit(convert.request_from_pb(request, None))
                 except ServerError as error:
                     responses.put(_stream_error(request, error.message))
                     continue
@@ -155,17 +151,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     log.exception("unexpected error in a streamed request")
                     responses.put(_stream_error(request, f"internal error: {exc}"))
                     continue
-                in_flight.add(pending.job.future)
+                in_flight.add(handle)
                 drained.clear()
-                pending.job.future.add_done_callback(functools.partial(finished, pending=pending))
+                handle.add_done_callback(finished)
             await drained.wait()
         finally:
             responses.put(None)
 
-    def _stream_response(self, pending: PendingInference) -> pb.ModelStreamInferResponse:
-        request = pending.request
+    def _stream_response(self, handle: InferenceHandle) -> pb.ModelStreamInferResponse:
+        request = handle.request
         try:
-            return pb.ModelStreamInferResponse(infer_response=convert.response_to_pb(self._service.complete(pending)))
+            return pb.ModelStreamInferResponse(infer_response=convert.response_to_pb(self._service.complete(handle)))
         except ServerError as error:
             message = error.message
         except asyncio.CancelledError:
@@ -175,12 +171,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             message = f"internal error: {exc}"
         return _stream_error(request, message)
 
-    # ---- Triton extensions ortserve does not implement -------------------------------------
+    # ---- model repository extension ----------------------------------------------------------
 
     @mapped_errors
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: Ctx) -> pb.RepositoryModelLoadResponse:
-        config_json, files = convert.load_parameters_from_pb(request.parameters)
-        await self._service.load_model(request.model_name, config_json, files)
+        await self._service.load_model(request.model_name, convert.load_parameters_from_pb(request.parameters))
         return pb.RepositoryModelLoadResponse()
 
     @mapped_errors
@@ -190,47 +185,49 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         await self._service.unload_model(request.model_name, unload_dependents)
         return pb.RepositoryModelUnloadResponse()
 
+    # ---- Triton extensions ortserve does not implement -------------------------------------
+
     @mapped_errors
     async def SystemSharedMemoryStatus(
         self, request: pb.SystemSharedMemoryStatusRequest, context: Ctx
     ) -> pb.SystemSharedMemoryStatusResponse:
-        raise _shared_memory_unsupported()
+        raise InferenceService.unsupported("shared_memory")
 
     @mapped_errors
     async def SystemSharedMemoryRegister(
         self, request: pb.SystemSharedMemoryRegisterRequest, context: Ctx
     ) -> pb.SystemSharedMemoryRegisterResponse:
-        raise _shared_memory_unsupported()
+        raise InferenceService.unsupported("shared_memory")
 
     @mapped_errors
     async def SystemSharedMemoryUnregister(
         self, request: pb.SystemSharedMemoryUnregisterRequest, context: Ctx
     ) -> pb.SystemSharedMemoryUnregisterResponse:
-        raise _shared_memory_unsupported()
+        raise InferenceService.unsupported("shared_memory")
 
     @mapped_errors
     async def CudaSharedMemoryStatus(self, request: pb.CudaSharedMemoryStatusRequest, context: Ctx) -> pb.CudaSharedMemoryStatusResponse:
-        raise _shared_memory_unsupported()
+        raise InferenceService.unsupported("shared_memory")
 
     @mapped_errors
     async def CudaSharedMemoryRegister(
         self, request: pb.CudaSharedMemoryRegisterRequest, context: Ctx
     ) -> pb.CudaSharedMemoryRegisterResponse:
-        raise _shared_memory_unsupported()
+        raise InferenceService.unsupported("shared_memory")
 
     @mapped_errors
     async def CudaSharedMemoryUnregister(
         self, request: pb.CudaSharedMemoryUnregisterRequest, context: Ctx
     ) -> pb.CudaSharedMemoryUnregisterResponse:
-        raise _shared_memory_unsupported()
+        raise InferenceService.unsupported("shared_memory")
 
     @mapped_errors
     async def TraceSetting(self, request: pb.TraceSettingRequest, context: Ctx) -> pb.TraceSettingResponse:
-        raise ServerError.unsupported("the trace extension is not supported by ortserve")
+        raise InferenceService.unsupported("trace")
 
     @mapped_errors
     async def LogSettings(self, request: pb.LogSettingsRequest, context: Ctx) -> pb.LogSettingsResponse:
-        raise ServerError.unsupported("the logging extension is not supported by ortserve")
+        raise InferenceService.unsupported("logging")
 
 
 def _stream_error(request: pb.ModelInferRequest | InferRequest, message: str) -> pb.ModelStreamInferResponse:

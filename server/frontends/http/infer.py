@@ -38,7 +38,7 @@ RAW_CONTENT_TYPE = "application/octet-stream"
 _LEADING_SPACE = re.compile(rb"[ \t\r\n]*")
 
 
-def _untagged_raw_body(request: web.Request, body: bytes) -> bool:
+def _untagged_raw_body(request: web.Request, body: bytes | bytearray) -> bool:
     # aiohttp reports this type for a request without any Content-Type, so read the header itself.
     if request.headers.get(hdrs.CONTENT_TYPE) is None or request.content_type != RAW_CONTENT_TYPE:
         return False
@@ -46,7 +46,7 @@ def _untagged_raw_body(request: web.Request, body: bytes) -> bool:
     return body[start : start + 1] != b"{"
 
 
-def _raw_request(service: InferenceService, body: bytes, model: str, version: str) -> HttpInferRequest:
+def _raw_request(service: InferenceService, body: bytes | bytearray, model: str, version: str) -> HttpInferRequest:
     """The raw single-input form needs the model's signature to know the input's name, type and shape."""
     metadata = service.model_metadata(model, version)
     batching = service.model_config(model, version).max_batch_size > 0

@@ -18,7 +18,7 @@ from server.errors import ServerError
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
-def loads(body: bytes | memoryview, what: str = "request") -> Any:
+def loads(body: bytes | bytearray | memoryview, what: str = "request") -> Any:
     """Parse a JSON document. Raises ServerError(INVALID_ARG) naming the position of the fault."""
     try:
         return orjson.loads(body)

@@ -8,10 +8,8 @@ from aiohttp import web
 
 from server.frontends.http.json_codec import json_response
 from server.frontends.http.model_config_json import config_to_json
-from server.observability.statistics import DurationStat
-from server.repository.model_version import ServingVersion
 from server.service import InferenceService
-from server.types import ModelMetadata, TensorMetadata
+from server.types import Duration, ModelMetadata, ModelStatistics, TensorMetadata
 
 _MODEL = "/v2/models/{model}"
 _VERSION = "/v2/models/{model}/versions/{version}"
@@ -61,23 +59,22 @@ def model_metadata_json(metadata: ModelMetadata) -> dict[str, Any]:
     }
 
 
-def _duration(stat: DurationStat) -> dict[str, int]:
-    return {"count": stat.count, "ns": stat.ns}
+def _duration(duration: Duration) -> dict[str, int]:
+    return {"count": duration.count, "ns": duration.ns}
 
 
 _NO_DURATION = {"count": 0, "ns": 0}
 
 
-def statistics_json(versions: list[ServingVersion]) -> dict[str, Any]:
+def statistics_json(versions: list[ModelStatistics]) -> dict[str, Any]:
     """Triton's statistics extension JSON; the same figures as gRPC's ModelStatistics."""
-    return {"model_stats": [_version_statistics(serving) for serving in versions]}
+    return {"model_stats": [_version_statistics(stats) for stats in versions]}
 
 
-def _version_statistics(serving: ServingVersion) -> dict[str, Any]:
-    stats = serving.stats
+def _version_statistics(stats: ModelStatistics) -> dict[str, Any]:
     return {
-        "name": serving.name,
-        "version": serving.version_str,
+        "name": stats.name,
+        "version": stats.version,
         "last_inference": stats.last_inference_ms,
         "inference_count": stats.inference_count,
         "execution_count": stats.execution_count,
@@ -94,11 +91,11 @@ def _version_statistics(serving: ServingVersion) -> dict[str, Any]:
         },
         "batch_stats": [
             {
-                "batch_size": size,
+                "batch_size": batch.batch_size,
                 "compute_input": _duration(batch.compute_input),
                 "compute_infer": _duration(batch.compute_infer),
                 "compute_output": _duration(batch.compute_output),
             }
-            for size, batch in sorted(stats.batch_stats.items())
+            for batch in stats.batch_stats
         ],
     }

@@ -7,7 +7,7 @@ mapping makes them strings, and Triton turns them back into numbers (``"dims": [
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -26,7 +26,7 @@ _INT64_TYPES = frozenset(
 
 def config_to_json(config: Message) -> dict[str, Any]:
     document = json_format.MessageToDict(config, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-    _int64_as_numbers(config.DESCRIPTOR, document)
+    _int64_as_numbers(cast(Descriptor, config.DESCRIPTOR), document)
     return document
 
 

@@ -20,15 +20,15 @@ def repository_routes(service: InferenceService, max_input_bytes: int) -> list[w
         ready = body.get("ready", False)
         if not isinstance(ready, bool):
             raise ServerError.invalid_arg("the 'ready' field of the repository index request must be a bool")
-        entries = service.repository_index(ready)
+        entries = await service.repository_index(ready)
         return json_codec.json_response(
             [{"name": e.name, "version": e.version, "state": e.state.value, "reason": e.reason} for e in entries]
         )
 
     async def load(request: web.Request) -> web.Response:
         body = await _json_object(request, max_input_bytes, "model load request")
-        config_json, files = load_parameters(_parameters(body, "model load request"))
-        await service.load_model(request.match_info["model"], config_json, files)
+        parameters = load_parameters(_parameters(body, "model load request"))
+        await service.load_model(request.match_info["model"], parameters)
         return web.Response(status=200)
 
     async def unload(request: web.Request) -> web.Response:
@@ -64,25 +64,23 @@ def _parameters(body: dict[str, Any], what: str) -> dict[str, Any]:
     return parameters
 
 
-def load_parameters(parameters: dict[str, Any]) -> tuple[str | None, dict[str, bytes]]:
-    """The ``config`` JSON string and the ``file:<version>/<name>`` contents (base64 in JSON).
-
-    Raises INVALID_ARG with gRPC's words for the same mistakes.
-    """
-    config_json: str | None = None
-    files: dict[str, bytes] = {}
+def load_parameters(parameters: dict[str, Any]) -> dict[str, str | bytes]:
+    """Load parameters as plain values: ``config`` a JSON string, ``file:<version>/<name>`` the
+    decoded base64 content. Which keys mean what is the core's business; this checks JSON's
+    value types, in gRPC's words for the same mistakes."""
+    values: dict[str, str | bytes] = {}
     for key, value in parameters.items():
         if key == "config":
             if not isinstance(value, str):
                 raise ServerError.invalid_arg(
                     "invalid value type for load parameter 'config', expected a string holding the config as JSON"
                 )
-            config_json = value
+            values[key] = value
         elif key.startswith("file:"):
-            files[key] = _base64(key, value)
-        else:
-            raise ServerError.invalid_arg(f"unrecognized load parameter '{key}'.")
-    return config_json, files
+            values[key] = _base64(key, value)
+        else:  # the core refuses it by name
+            values[key] = ""
+    return values
 
 
 def _base64(key: str, value: Any) -> bytes:

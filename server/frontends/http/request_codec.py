@@ -57,7 +57,7 @@ def header_length(value: str | None, body_size: int) -> int | None:
     return length
 
 
-def parse_infer_body(body: bytes, json_length: int | None, model: str, version: str) -> HttpInferRequest:
+def parse_infer_body(body: bytes | bytearray, json_length: int | None, model: str, version: str) -> HttpInferRequest:
     """Raises ServerError(INVALID_ARG) for malformed JSON, bad field types or binary sizes that do not add up."""
     view = memoryview(body)
     end = len(body) if json_length is None else json_length
@@ -188,7 +188,9 @@ def _class_count(parameters: dict[str, ParameterValue]) -> int:
     return count
 
 
-def parse_raw_body(body: bytes, model: str, version: str, tensors: tuple[TensorMetadata, ...], batching: bool) -> HttpInferRequest:
+def parse_raw_body(
+    body: bytes | bytearray, model: str, version: str, tensors: tuple[TensorMetadata, ...], batching: bool
+) -> HttpInferRequest:
     """Triton's raw form: the whole body is the only input of a one-input model, as a batch of one,
     its shape deduced from the config; every output comes back as binary.
 
@@ -216,7 +218,7 @@ def parse_raw_body(body: bytes, model: str, version: str, tensors: tuple[TensorM
 _NO_ID = "[request id: <id_unknown>] "
 
 
-def _raw_shape(body: bytes, tensor: TensorMetadata, batching: bool) -> tuple[int, ...]:
+def _raw_shape(body: bytes | bytearray, tensor: TensorMetadata, batching: bool) -> tuple[int, ...]:
     """Triton's deduction: batch dim 1, the config dims, and at most one variable dim filled from
     the body's size (a size that does not divide is left to the byte-size check)."""
     dims = list(tensor.shape[1:] if batching else tensor.shape)
@@ -235,7 +237,7 @@ def _raw_shape(body: bytes, tensor: TensorMetadata, batching: bool) -> tuple[int
     return ((1,) if batching else ()) + tuple(dims)
 
 
-def _one_string(body: bytes, name: str, model: str, shape: tuple[int, ...]) -> np.ndarray:
+def _one_string(body: bytes | bytearray, name: str, model: str, shape: tuple[int, ...]) -> np.ndarray:
     """The body as the single BYTES element (ONNX Runtime string tensors hold UTF-8 text)."""
     try:
         text = body.decode("utf-8")

@@ -11,6 +11,5 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INTERNAL: 500,
     ErrorCode.UNSUPPORTED: 501,
     ErrorCode.ALREADY_EXISTS: 400,
-    ErrorCode.CANCELLED: 400,
     ErrorCode.DEADLINE_EXCEEDED: 504,
 }

@@ -7,17 +7,14 @@ that reads like a wrong URL.
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from server.errors import ServerError
-
-SHARED_MEMORY = "shared memory is not supported by ortserve; send tensors in the request"
-TRACE = "the trace extension is not supported by ortserve"
-LOGGING = "the logging extension is not supported by ortserve"
+from server.service import InferenceService
 
 
-def _refuse(message: str) -> web.Handler:
+def _refuse(extension: str) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
-        raise ServerError.unsupported(message)
+        raise InferenceService.unsupported(extension)
 
     return handler
 
@@ -25,7 +22,7 @@ def _refuse(message: str) -> web.Handler:
 def unsupported_routes() -> list[web.RouteDef]:
     routes: list[web.RouteDef] = []
     for kind in ("systemsharedmemory", "cudasharedmemory"):
-        refuse = _refuse(SHARED_MEMORY)
+        refuse = _refuse("shared_memory")
         routes += [
             web.get(f"/v2/{kind}/status", refuse),
             web.get(f"/v2/{kind}/region/{{region}}/status", refuse),
@@ -34,6 +31,6 @@ def unsupported_routes() -> list[web.RouteDef]:
             web.post(f"/v2/{kind}/region/{{region}}/unregister", refuse),
         ]
     for path in ("/v2/trace/setting", "/v2/models/{model}/trace/setting"):
-        routes += [web.get(path, _refuse(TRACE)), web.post(path, _refuse(TRACE))]
-    routes += [web.get("/v2/logging", _refuse(LOGGING)), web.post("/v2/logging", _refuse(LOGGING))]
+        routes += [web.get(path, _refuse("trace")), web.post(path, _refuse("trace"))]
+    routes += [web.get("/v2/logging", _refuse("logging")), web.post("/v2/logging", _refuse("logging"))]
     return routes

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from server.datatypes import SUPPORTED_DATATYPES, WIRE_DATATYPES, config_to_wire
 from server.errors import ServerError
+from server.model_config.signature import GraphSignature, GraphTensor, format_dims
 from server.proto import model_config_pb2 as mc
-from server.repository.signature import GraphSignature, GraphTensor, format_dims
 
 # Tensor kinds as Triton's messages name them.
 _INPUT, _OUTPUT = "input", "output"

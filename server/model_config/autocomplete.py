@@ -7,11 +7,12 @@ completed config that ModelConfig answers with. See the reference's section 3.
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 from server.datatypes import WIRE_DATATYPES, wire_to_config
 from server.errors import ServerError
+from server.model_config.signature import GraphSignature, GraphTensor
 from server.proto import model_config_pb2 as mc
-from server.repository.signature import GraphSignature, GraphTensor
 
 log = logging.getLogger(__name__)
 
@@ -22,25 +23,32 @@ DEFAULT_MODEL_FILENAME = "model.onnx"
 DEFAULT_MAX_BATCH_SIZE = 4
 
 
-def complete_core_fields(config: mc.ModelConfig, model_name: str) -> mc.ModelConfig:
+def complete_core_fields(
+    config: mc.ModelConfig,
+    model_name: str,
+    platform: str = ONNX_PLATFORM,
+    backend: str = ONNX_BACKEND,
+    default_filename: str = DEFAULT_MODEL_FILENAME,
+) -> mc.ModelConfig:
     """Fields Triton's core fills before the backend runs: name, platform/backend, policy, filename.
 
-    Raises INVALID_ARG when the config names another model or a platform ortserve cannot serve.
+    ``platform``, ``backend`` and ``default_filename`` are those of the servable kind chosen for
+    the config (lifecycle/kinds.py decides which kinds exist). Raises INVALID_ARG when the config
+    names another model, or a platform or backend other than the kind's.
     """
     completed = mc.ModelConfig()
     completed.CopyFrom(config)
     if completed.name and completed.name != model_name:
         raise ServerError.invalid_arg(f"model config name '{completed.name}' does not match the model directory name '{model_name}'")
     completed.name = model_name
-    platform, backend = completed.platform, completed.backend
-    if platform not in ("", ONNX_PLATFORM) or backend not in ("", ONNX_BACKEND):
+    if completed.platform not in ("", platform) or completed.backend not in ("", backend):
         raise ServerError.invalid_arg(
-            f"model '{model_name}' has platform '{platform}' / backend '{backend}'; "
-            f"ortserve serves only ONNX models (platform '{ONNX_PLATFORM}', backend '{ONNX_BACKEND}')"
+            f"model '{model_name}' has platform '{completed.platform}' / backend '{completed.backend}'; "
+            f"this kind of model is platform '{platform}', backend '{backend}'"
         )
-    completed.platform, completed.backend = ONNX_PLATFORM, ONNX_BACKEND
+    completed.platform, completed.backend = platform, backend
     if not completed.default_model_filename:
-        completed.default_model_filename = DEFAULT_MODEL_FILENAME
+        completed.default_model_filename = default_filename
     if not completed.HasField("version_policy"):
         completed.version_policy.latest.num_versions = 1
     return completed
@@ -87,7 +95,7 @@ def _fill_tensor(entry: mc.ModelInput | mc.ModelOutput, tensor: GraphTensor, bat
     if tensor.datatype not in WIRE_DATATYPES:
         raise ServerError.invalid_arg(f"tensor '{tensor.name}' has ONNX type '{tensor.datatype}', which has no Triton datatype")
     entry.name = tensor.name
-    entry.data_type = mc.DataType.Value(wire_to_config(tensor.datatype))
+    entry.data_type = cast(mc.DataType, mc.DataType.Value(wire_to_config(tensor.datatype)))
     dims = tensor.shape[1:] if batching else tensor.shape
     if dims:
         entry.dims.extend(dims)

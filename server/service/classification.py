@@ -49,8 +49,3 @@ def top_classes(array: np.ndarray, count: int, batched: bool, labels: Sequence[s
             label = labels[index] if index < len(labels) else ""
             result[r, c] = f"{text}:{label}" if label else text
     return result if batched and array.ndim > 0 else result.reshape(kept)
-
-
-def read_labels(text: str) -> tuple[str, ...]:
-    """One label per line, as Triton reads a label file (a trailing newline adds no label)."""
-    return tuple(text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")) if text else ()

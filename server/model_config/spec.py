@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.datatypes import config_to_wire
+from server.model_config.signature import GraphSignature, GraphTensor
 from server.proto import model_config_pb2 as mc
-from server.repository.signature import GraphSignature, GraphTensor
 
 
 @dataclass(frozen=True, slots=True)

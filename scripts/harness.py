@@ -1,4 +1,4 @@
-"""Run a real ortserve process on free 127.0.0.1 ports for integration tests, and observe it.
+"""Run a real ortserve process on free 127.0.0.1 ports (for integration tests and benchmarks), and observe it.
 
 Tests wait for what the server shows (a /metrics value, a log line, a probe) instead of sleeping:
 ``wait_until`` polls a condition with a generous deadline, ``ServerProcess.metrics`` reads one

@@ -34,3 +34,12 @@ def describe(policy: mc.ModelVersionPolicy) -> str:
     if choice == "specific":
         return f"specific {list(policy.specific.versions)}"
     return f"latest {policy.latest.num_versions if choice == 'latest' else 1}"
+
+
+def parse_version(version: str) -> int:
+    """A request's version string as a number; raises INVALID_ARG like Triton for anything else."""
+    if not (version.isascii() and version.isdigit()) or int(version) < 1:
+        raise ServerError.invalid_arg(
+            f"failed to get model version from specified version string '{version}' (details: a version must be a positive decimal integer)"
+        )
+    return int(version)

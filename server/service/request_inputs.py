@@ -12,12 +12,12 @@ from math import prod
 
 import numpy as np
 
-from server.classification import check_classifiable
 from server.client_strings import MAX_REQUEST_ID_CHARS, check_client_string
 from server.datatypes import FIXED_SIZE_DATATYPES, SUPPORTED_DATATYPES, bf16_unsupported, decode_raw, element_size
 from server.errors import ErrorCode, ServerError
-from server.repository.signature import format_dims
-from server.repository.spec import ModelSpec, TensorSpec
+from server.model_config.signature import format_dims
+from server.model_config.spec import ModelSpec, TensorSpec
+from server.service.classification import check_classifiable
 from server.types import InferInput, InferRequest
 
 _SHARED_MEMORY_KEYS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")

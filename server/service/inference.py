@@ -1,0 +1,116 @@
+"""One inference request's way through the core: admission (check, reserve, decode, queue), the
+opaque handle its frontend holds while it runs, and the response built from its outputs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from time import monotonic_ns
+
+import numpy as np
+
+from server.errors import FailureReason, ServerError
+from server.lifecycle.servable import Servable
+from server.observability.statistics import RequestTiming
+from server.scheduling.job import InferenceJob
+from server.service.classification import top_classes
+from server.service.inflight import InflightBudget
+from server.service.request_inputs import decode_inputs, requested_output_names, validate_inputs
+from server.service.request_parameters import scheduling_parameters
+from server.types import InferOutput, InferRequest, InferResponse
+
+
+class InferenceHandle:
+    """A submitted request, as its frontend sees it: wait for it, withdraw it, or be told when it
+    is done. What it holds inside (the servable, the queued job) stays the core's business, so
+    the same handle can stand for a request in this process or behind a channel."""
+
+    __slots__ = ("_job", "_request", "_servable")
+
+    def __init__(self, servable: Servable, request: InferRequest, job: InferenceJob) -> None:
+        self._servable, self._request, self._job = servable, request, job
+
+    @property
+    def request(self) -> InferRequest:
+        return self._request
+
+    def done(self) -> bool:
+        return self._job.future.done()
+
+    def cancel(self) -> None:
+        """Withdraw the request: if it has not run yet it never will."""
+        self._job.future.cancel()
+
+    def add_done_callback(self, callback: Callable[[InferenceHandle], None]) -> None:
+        """Call ``callback(handle)`` on the event loop once the request has an outcome."""
+        self._job.future.add_done_callback(lambda _: callback(self))
+
+    async def wait(self) -> None:
+        """Return once the request has an outcome (success, failure or cancellation)."""
+        if not self._job.future.done():
+            await asyncio.wait({self._job.future})
+
+
+def admit(servable: Servable, request: InferRequest, budget: InflightBudget, received_ns: int) -> InferenceHandle:
+    """Check, then reserve, then decode, then queue: a request that is refused (bad, too large a
+    batch, full queue, over the in-flight budget) costs no tensor decoding. Raises ServerError."""
+    params = scheduling_parameters(request.parameters)
+    output_names = requested_output_names(servable.spec, request)
+    plan = validate_inputs(servable.spec, request)
+    servable.scheduler.check_capacity(params.priority)
+    budget.reserve(request.size_bytes)
+    try:
+        job = InferenceJob(
+            feeds=decode_inputs(servable.spec, request, plan),
+            rows=plan.batch_size,
+            output_names=output_names,
+            future=asyncio.get_running_loop().create_future(),
+            timing=RequestTiming(received_ns=received_ns, enqueued_ns=monotonic_ns()),
+            shape_key=plan.shape_key,
+            priority=params.priority,
+            timeout_us=params.timeout_us,
+            deadline_ns=int(request.deadline * 1e9) if request.deadline is not None else 0,
+            source_shapes=plan.source_shapes,
+        )
+        servable.scheduler.submit(job)
+    except BaseException:
+        budget.release(request.size_bytes)
+        raise
+    return InferenceHandle(servable, request, job)
+
+
+def outcome(handle: InferenceHandle) -> InferResponse:
+    """The response of a done request, recording its statistics. Raises its ServerError, or
+    CancelledError if it was withdrawn."""
+    servable, request, job = handle._servable, handle._request, handle._job
+    stats = servable.stats
+    if job.future.cancelled():
+        stats.record_failure(FailureReason.CANCELED, job.timing.received_ns, monotonic_ns())
+        raise asyncio.CancelledError()
+    error = job.future.exception()
+    if error is not None:
+        reason = error.reason if isinstance(error, ServerError) else FailureReason.OTHER
+        stats.record_failure(reason, job.timing.received_ns, monotonic_ns())
+        raise error
+    response = build_response(servable, request, job.output_names, job.future.result(), job.rows)
+    stats.record_success(job.timing, job.rows, monotonic_ns())
+    return response
+
+
+def build_response(
+    servable: Servable, request: InferRequest, output_names: tuple[str, ...], outputs: dict[str, np.ndarray], batch_size: int
+) -> InferResponse:
+    spec = servable.spec
+    class_counts = {output.name: output.class_count for output in request.outputs if output.class_count}
+    items: list[InferOutput] = []
+    for name in output_names:
+        tensor = spec.outputs[name]
+        array = outputs[name]
+        if tensor.reshape is not None:
+            array = array.reshape(((batch_size,) if spec.batching else ()) + tensor.dims)
+        if name in class_counts:
+            classes = top_classes(array, class_counts[name], spec.batching, spec.labels.get(name, ()))
+            items.append(InferOutput(name, "BYTES", classes.shape, classes))
+        else:
+            items.append(InferOutput(name, tensor.datatype, array.shape, array))
+    return InferResponse(servable.name, servable.version_str, request.id, items)

@@ -1,0 +1,32 @@
+"""Which servable kind serves a config: the ONNX kind by default, a clear refusal otherwise."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.errors import ErrorCode, ServerError
+from server.lifecycle.kinds import Kinds
+from server.proto import model_config_pb2 as mc
+from server.runtime.loader import LoadOptions
+
+
+def kinds() -> Kinds:
+    return Kinds(LoadOptions(default_max_batch_size=4, default_intra_op_threads=1))
+
+
+@pytest.mark.parametrize(
+    ("platform", "backend"), [("", ""), ("onnxruntime_onnx", ""), ("", "onnxruntime"), ("onnxruntime_onnx", "onnxruntime")]
+)
+def test_onnx_names_or_none_choose_the_onnx_kind(platform: str, backend: str) -> None:
+    registry = kinds()
+    assert registry.for_config(mc.ModelConfig(name="m", platform=platform, backend=backend)) is registry.onnx
+
+
+@pytest.mark.parametrize(("platform", "backend"), [("tensorrt_plan", ""), ("", "python"), ("onnxruntime_onnx", "tensorrt")])
+def test_other_platforms_are_refused_naming_what_is_served(platform: str, backend: str) -> None:
+    with pytest.raises(ServerError) as caught:
+        kinds().for_config(mc.ModelConfig(name="m", platform=platform, backend=backend))
+    assert caught.value.code is ErrorCode.INVALID_ARG
+    assert caught.value.message == (
+        f"model 'm' has platform '{platform}' / backend '{backend}'; ortserve serves platform 'onnxruntime_onnx' / backend 'onnxruntime'"
+    )
