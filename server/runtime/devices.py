@@ -46,7 +46,8 @@ class DeviceChoice:
 def device_choices(config: mc.ModelConfig) -> list[DeviceChoice]:
     """One entry per instance, in instance_group order (KIND_AUTO must already be resolved).
 
-    Raises INVALID_ARG naming the group when this machine cannot run it.
+    Raises UNAVAILABLE naming the group when this machine lacks what it needs (a GPU, a CUDA
+    provider, an execution provider the config names) and INVALID_ARG for what no machine could run (an unknown kind or accelerator).
     """
     choices: list[DeviceChoice] = []
     for group in config.instance_group:
@@ -71,7 +72,7 @@ def _cpu_choice(config: mc.ModelConfig) -> DeviceChoice:
         if accelerator.name != "openvino":
             raise ServerError.invalid_arg(f"model '{config.name}': unknown CPU execution accelerator '{accelerator.name}'")
         if _OPENVINO_PROVIDER not in available_providers():
-            raise ServerError.invalid_arg(
+            raise ServerError.unavailable(
                 f"model '{config.name}' asks for the openvino CPU accelerator, but this onnxruntime has no {_OPENVINO_PROVIDER}"
             )
         return DeviceChoice("cpu", [(_OPENVINO_PROVIDER, dict(accelerator.parameters)), "CPUExecutionProvider"])
@@ -79,13 +80,15 @@ def _cpu_choice(config: mc.ModelConfig) -> DeviceChoice:
 
 
 def _gpu_choice(config: mc.ModelConfig, group: mc.ModelInstanceGroup, gpu: int) -> DeviceChoice:
+    # What this machine lacks (a GPU, a working CUDA provider) is UNAVAILABLE, not a bad config:
+    # the same config loads on a machine that has it.
     problem = cuda_provider_problem()
     if problem is not None:
-        raise ServerError.invalid_arg(f"model '{config.name}': instance group '{group.name}' is KIND_GPU, but {problem}")
+        raise ServerError.unavailable(f"model '{config.name}': instance group '{group.name}' is KIND_GPU, but {problem}")
     providers = available_providers()
     gpu_count = visible_gpu_count()
     if not 0 <= gpu < gpu_count:
-        raise ServerError.invalid_arg(
+        raise ServerError.unavailable(
             f"model '{config.name}': instance group '{group.name}' asks for GPU {gpu}, but {gpu_count} GPU(s) are visible"
         )
     chosen: ProviderList = []
@@ -93,7 +96,7 @@ def _gpu_choice(config: mc.ModelConfig, group: mc.ModelInstanceGroup, gpu: int) 
     for accelerator in config.optimization.execution_accelerators.gpu_execution_accelerator:
         if accelerator.name == "tensorrt":
             if TENSORRT_PROVIDER not in providers:
-                raise ServerError.invalid_arg(
+                raise ServerError.unavailable(
                     f"model '{config.name}' asks for the tensorrt GPU accelerator, but this onnxruntime has no {TENSORRT_PROVIDER}"
                 )
             chosen.append((TENSORRT_PROVIDER, tensorrt_options(dict(accelerator.parameters), gpu)))
