@@ -209,3 +209,82 @@ def ragged_sum() -> onnx.ModelProto:
         initializers,
         name="ragged_sum",
     )
+
+
+def accumulator(width: int = 4, decay: float = 0.5, corrid: str | None = "UINT64", implicit: bool = True) -> onnx.ModelProto:
+    """A stateful model whose output depends on every earlier input of its sequence, in order:
+    state' = INPUT at the sequence's START, else decay * state + INPUT; OUTPUT = state'.
+
+    ``implicit``: the state is the sequence batcher's (inputs INPUT [batch, width], START and
+    READY FP32 [batch, 1], INPUT_STATE; output OUTPUT_STATE), and with ``corrid`` ("UINT64" or
+    "BYTES") a CORRID [batch, 1] control input is echoed as CORRID_OUT. Otherwise the client
+    ships the state itself: inputs INPUT, STATE_IN, START; outputs OUTPUT, STATE_OUT.
+    """
+    state_in, state_out = ("INPUT_STATE", "OUTPUT_STATE") if implicit else ("STATE_IN", "STATE_OUT")
+    nodes = [
+        helper.make_node("Mul", [state_in, "decay"], ["decayed"]),
+        helper.make_node("Add", ["decayed", "INPUT"], ["continued"]),
+        helper.make_node("Cast", ["START"], ["starting"], to=TensorProto.BOOL),
+        helper.make_node("Where", ["starting", "INPUT", "continued"], ["next"]),
+        helper.make_node("Identity", ["next"], ["OUTPUT"]),
+        helper.make_node("Identity", ["next"], [state_out]),
+    ]
+    inputs = [tensor("INPUT", "FP32", ["batch", width]), tensor("START", "FP32", ["batch", 1]), tensor(state_in, "FP32", ["batch", width])]
+    outputs = [tensor("OUTPUT", "FP32", ["batch", width]), tensor(state_out, "FP32", ["batch", width])]
+    if implicit:
+        # READY is read (so a not-ready row is visible in the graph) but changes nothing.
+        nodes.append(helper.make_node("Identity", ["READY"], ["READY_OUT"]))
+        inputs.append(tensor("READY", "FP32", ["batch", 1]))
+        outputs.append(tensor("READY_OUT", "FP32", ["batch", 1]))
+        if corrid is not None:
+            nodes.append(helper.make_node("Identity", ["CORRID"], ["CORRID_OUT"]))
+            inputs.append(tensor("CORRID", corrid, ["batch", 1]))
+            outputs.append(tensor("CORRID_OUT", corrid, ["batch", 1]))
+    decay_value = numpy_helper.from_array(np.array(decay, np.float32), "decay")
+    return _model(nodes, inputs, outputs, [decay_value], name="accumulator")
+
+
+def indexed_accumulator(table_rows: int = 10) -> onnx.ModelProto:
+    """A stateful model that ONNX Runtime itself fails on a bad input: state' = state + table[INPUT]
+    (INPUT INT64 [batch, 1], an index; INPUT_STATE / OUTPUT_STATE FP32 [batch, 1]; START resets).
+    An index outside the table fails the batch, which is how tests fail a sequence's instance."""
+    table = np.arange(table_rows, dtype=np.float32).reshape(table_rows, 1)
+    nodes = [
+        helper.make_node("Gather", ["table", "INPUT"], ["picked3"], axis=0),
+        helper.make_node("Squeeze", ["picked3", "axis1"], ["picked"]),
+        helper.make_node("Add", ["INPUT_STATE", "picked"], ["continued"]),
+        helper.make_node("Cast", ["START"], ["starting"], to=TensorProto.BOOL),
+        helper.make_node("Where", ["starting", "picked", "continued"], ["next"]),
+        helper.make_node("Identity", ["next"], ["OUTPUT"]),
+        helper.make_node("Identity", ["next"], ["OUTPUT_STATE"]),
+    ]
+    return _model(
+        nodes,
+        [tensor("INPUT", "INT64", ["batch", 1]), tensor("START", "FP32", ["batch", 1]), tensor("INPUT_STATE", "FP32", ["batch", 1])],
+        [tensor("OUTPUT", "FP32", ["batch", 1]), tensor("OUTPUT_STATE", "FP32", ["batch", 1])],
+        [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([1], np.int64), "axis1")],
+        name="indexed_accumulator",
+    )
+
+
+def text_line_preprocess(height: int = 48, width: int = 192) -> onnx.ModelProto:
+    """An OCR classifier's preprocessing as a graph: BGR UINT8 "image" [batch, height, width, 3]
+    → FP32 "x" [batch, 3, height, width] scaled to [-1, 1] ((pixel / 255 - 0.5) / 0.5, rapidocr's
+    normalisation) in channel-first layout."""
+    constants = [
+        numpy_helper.from_array(np.array(1 / 127.5, np.float32), "scale"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+    ]
+    nodes = [
+        helper.make_node("Cast", ["image"], ["pixels"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["pixels", "scale"], ["scaled"]),
+        helper.make_node("Sub", ["scaled", "one"], ["centred"]),
+        helper.make_node("Transpose", ["centred"], ["x"], perm=[0, 3, 1, 2]),
+    ]
+    return _model(
+        nodes,
+        [tensor("image", "UINT8", ["batch", height, width, 3])],
+        [tensor("x", "FP32", ["batch", 3, height, width])],
+        constants,
+        name="text_line_preprocess",
+    )

@@ -21,6 +21,7 @@ from typing import Any
 
 from server.client_strings import MAX_MODEL_NAME_BYTES, check_client_string, check_model_name
 from server.errors import ErrorCode, ServerError
+from server.lifecycle.dependencies import DependencyGraph, circular_dependency_message
 from server.lifecycle.describe import describe_model, index_entries, load_failure
 from server.lifecycle.kinds import Kinds
 from server.lifecycle.load_threads import DaemonThreadPool
@@ -31,6 +32,7 @@ from server.lifecycle.swap_policy import VersionSnapshot, plan_swap, retire_stal
 from server.lifecycle.versions import VersionLoader
 from server.model_config import version_policy
 from server.model_config.config_file import ignored_fields
+from server.model_config.ensemble_config import ensemble_members
 from server.proto import model_config_pb2 as mc
 from server.repository.fingerprint import FileHasher, ModelFingerprint
 from server.repository.layout import ModelSource, read_model, scan_repositories
@@ -49,7 +51,9 @@ class ModelManager:
         self._settings = settings
         self._models: dict[str, ModelRecord] = {}
         self._load_pool = DaemonThreadPool(settings.model_load_thread_count, "model-load")
-        self._kinds = Kinds(LoadOptions(settings.default_max_batch_size, 1))
+        self._kinds = Kinds(LoadOptions(settings.default_max_batch_size, 1), self)
+        # Ensembles and their members: members load first, unloading one reaches its ensembles.
+        self._dependencies = DependencyGraph()
         self._versions = VersionLoader(self._load_pool, settings.histogram_latencies, settings.version_drain_timeout_secs)
         self._hasher = FileHasher()
         self._private_files = PrivateModelFiles()
@@ -139,15 +143,17 @@ class ModelManager:
         record = await self._apply(name, source, fingerprint, config_override, force=True, private_dir=private_dir)
         load_failure(record)
 
-    async def unload(self, name: str) -> None:
-        """Drain and unload every version of ``name``. Raises NOT_FOUND for an unknown name."""
+    async def unload(self, name: str, unload_dependents: bool = False) -> None:
+        """Drain and unload every version of ``name``; the ensembles that use it are unloaded too
+        with ``unload_dependents``, else they become UNAVAILABLE until it is back. Raises NOT_FOUND
+        for an unknown name."""
         check_model_name(name)
         if name not in self._models:
             scanned = await self._scan({name})
             if name not in scanned:
                 raise ServerError.not_found(f"failed to unload '{name}': model not found")
             return
-        await self._unload(name, "unloaded", forget=False)
+        await self._unload(name, "unloaded", forget=False, unload_dependents=unload_dependents)
 
     # ---- the one place that changes what serves ----------------------------------------------
 
@@ -167,6 +173,8 @@ class ModelManager:
                 loaded_any = await self._apply_locked(record, source, fingerprint, config_override, force)
             finally:
                 self._settle_private_dir(record, private_dir, in_use=loaded_any)
+        if loaded_any:
+            await self._reload_dependents(name)
         return record
 
     async def _apply_locked(
@@ -180,6 +188,10 @@ class ModelManager:
             kind = self._kinds.for_config(config)
         except ServerError as error:
             self._model_failed(record, error.message, error.code)
+            return False
+        self._dependencies.set_members(record.name, set(ensemble_members(config)) if kind is self._kinds.ensemble else set())
+        if problem := await self._prepare_members(record.name):
+            self._model_failed(record, problem)
             return False
         if not selected:
             policy = version_policy.describe(config.version_policy)
@@ -218,7 +230,11 @@ class ModelManager:
             self._private_files.discard(record.private_dir)
         record.private_dir = private_dir
 
-    async def _unload(self, name: str, reason: str, forget: bool) -> None:
+    async def _unload(self, name: str, reason: str, forget: bool, unload_dependents: bool = False) -> None:
+        await self._unload_one(name, reason, forget)
+        await self._release_dependents(name, unload_dependents)
+
+    async def _unload_one(self, name: str, reason: str, forget: bool) -> None:
         record = self._models[name]
         async with record.lock:
             record.wanted, record.error, record.attempted = False, "", None
@@ -229,7 +245,63 @@ class ModelManager:
                 record.private_dir = None
             if forget:
                 del self._models[name]
+                self._dependencies.forget(name)
             log.info("model '%s': %s", name, reason)
+
+    # ---- ensembles and their members -----------------------------------------------------------
+
+    async def _prepare_members(self, ensemble: str) -> str:
+        """Load the members ``ensemble`` needs that do not serve yet (members load before their
+        ensemble). Returns Triton's message for a dependency cycle, else ""."""
+        cycle = self._dependencies.cycle_through(ensemble)
+        if cycle is not None:
+            return circular_dependency_message(cycle)
+        for member in sorted(self._dependencies.members(ensemble)):
+            record = self._models.get(member)
+            if record is not None and (record.lock.locked() or record.latest_ready is not None):
+                async with record.lock:  # a load in progress (at startup, every model's) ends first
+                    continue
+            scanned = await self._scan({member})
+            if member in scanned:
+                await self._apply(member, *scanned[member])
+        return ""
+
+    async def _reload_dependents(self, member: str) -> None:
+        """A member (re)loaded: the ensembles that use it reload against its new config (those
+        loading now, which wait for it, see it anyway)."""
+        for name in self._dependencies.dependents(member):
+            record = self._models.get(name)
+            if record is None or not record.wanted or record.lock.locked():
+                continue
+            scanned = await self._scan({name})
+            if name in scanned:
+                await self._apply(name, *scanned[name], force=True)
+
+    async def _release_dependents(self, member: str, unload_dependents: bool) -> None:
+        """A member went away: its ensembles are unloaded too, or made UNAVAILABLE (Triton's words)
+        until it is loaded again."""
+        for name in self._dependencies.dependents(member):
+            record = self._models.get(name)
+            if record is None or not record.wanted:
+                continue
+            if unload_dependents:
+                await self._unload(name, "unloaded", forget=False, unload_dependents=True)
+                continue
+            reason = f"ensemble '{name}' depends on '{member}' which has no loaded version."
+            async with record.lock:
+                await asyncio.gather(*(self._versions.retire(record, v, keep_entry=True, reason=reason) for v in list(record.versions)))
+                record.refresh_latest()
+            log.info("model '%s': %s", name, reason)
+            await self._release_dependents(name, unload_dependents=False)
+
+    def load_error(self, name: str) -> str:
+        """Why ``name`` failed to load, as its index entry says ("" when it did not fail)."""
+        record = self._models.get(name)
+        if record is None:
+            return ""
+        if record.error:
+            return record.error
+        return next((entry.reason for entry in record.versions.values() if entry.error_code is not None), "")
 
     # ---- lookups (request path) ----------------------------------------------------------
 

@@ -7,6 +7,8 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
+import numpy as np
+
 from server.model_config.autocomplete import ONNX_BACKEND, ONNX_PLATFORM
 from server.model_config.spec import ModelSpec, spec_from_config
 from server.observability.statistics import HistogramSink, ModelStats
@@ -33,6 +35,7 @@ class OnnxServable:
         histograms: HistogramSink | None = None,
         load_duration_secs: float = 0.0,
         spec: ModelSpec | None = None,
+        initial_states: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -42,7 +45,7 @@ class OnnxServable:
         self.instances = instances
         self.stats = ModelStats(histograms=histograms)
         self.load_duration_secs = load_duration_secs
-        self.scheduler: Scheduler = create_scheduler(config, instances, self.stats)
+        self.scheduler: Scheduler = create_scheduler(config, instances, self.stats, initial_states)
 
     def devices(self) -> list[str]:
         return [instance.device for instance in self.instances]
@@ -80,7 +83,9 @@ class OnnxKind:
     def serve(
         self, loaded: LoadedVersion, name: str, version: int, histograms: HistogramSink | None, load_duration_secs: float
     ) -> OnnxServable:
-        return OnnxServable(name, version, loaded.config, loaded.instances, histograms, load_duration_secs, loaded.spec)
+        return OnnxServable(
+            name, version, loaded.config, loaded.instances, histograms, load_duration_secs, loaded.spec, loaded.initial_states
+        )
 
     def discard(self, loaded: LoadedVersion) -> None:
         for instance in loaded.instances:

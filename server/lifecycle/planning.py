@@ -22,6 +22,8 @@ def planned_cpu_instances(source: ModelSource) -> int:
         versions = len(version_policy.select_versions(config.version_policy, source.versions))
     except ServerError:
         return 0
+    if config.platform == "ensemble":  # runs on its members' instances
+        return 0
     cpu_kinds = (mc.ModelInstanceGroup.KIND_CPU, mc.ModelInstanceGroup.KIND_AUTO)
     per_version = sum(max(g.count, 1) for g in config.instance_group if g.kind in cpu_kinds) or 1
     return per_version * versions

@@ -11,6 +11,7 @@ from typing import cast
 
 from server.datatypes import WIRE_DATATYPES, wire_to_config
 from server.errors import ServerError
+from server.model_config.sequence_config import sequence_tensor_names
 from server.model_config.signature import GraphSignature, GraphTensor
 from server.proto import model_config_pb2 as mc
 
@@ -80,11 +81,13 @@ def complete_from_graph(
     if completed.max_batch_size > 1 and completed.WhichOneof("scheduling_choice") is None:
         completed.dynamic_batching.SetInParent()
     batching = completed.max_batch_size > 0
-    known_inputs = {t.name for t in completed.input}
+    # Control and state tensors are the sequence batcher's, never the client's.
+    sequence_inputs, sequence_outputs = sequence_tensor_names(completed)
+    known_inputs = {t.name for t in completed.input} | sequence_inputs
     for tensor in graph.inputs:
         if tensor.name not in known_inputs:
             _fill_tensor(completed.input.add(), tensor, batching)
-    known_outputs = {t.name for t in completed.output}
+    known_outputs = {t.name for t in completed.output} | sequence_outputs
     for tensor in graph.outputs:
         if tensor.name not in known_outputs:
             _fill_tensor(completed.output.add(), tensor, batching)

@@ -29,6 +29,8 @@ ACTED_ON_FIELDS: frozenset[str] = frozenset(
         "parameters",
         "optimization",
         "dynamic_batching",
+        "sequence_batching",
+        "ensemble_scheduling",
         "model_warmup",
         "model_transaction_policy",
     }

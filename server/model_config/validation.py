@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from server.datatypes import SUPPORTED_DATATYPES, WIRE_DATATYPES, config_to_wire
 from server.errors import ServerError
+from server.model_config.sequence_config import sequence_input_count
 from server.model_config.signature import GraphSignature, GraphTensor, format_dims
 from server.proto import model_config_pb2 as mc
 
@@ -23,7 +24,8 @@ def validate_config(config: mc.ModelConfig, graph: GraphSignature) -> None:
         raise ServerError.invalid_arg(f"model '{name}': max_batch_size must be >= 0, got {config.max_batch_size}")
     if config.model_transaction_policy.decoupled:
         raise ServerError.invalid_arg(f"model '{name}': decoupled transaction policy is not supported for ONNX models")
-    expected = sum(1 for entry in config.input if not entry.optional) + len(config.batch_input)
+    # The sequence batcher feeds one more input per control and per implicit state (the ORT backend's count).
+    expected = sum(1 for entry in config.input if not entry.optional) + len(config.batch_input) + sequence_input_count(config)
     if expected != len(graph.inputs):
         raise ServerError.invalid_arg(
             f"unable to load model '{name}', configuration expects {expected} inputs, model provides {len(graph.inputs)}"

@@ -77,6 +77,25 @@ INSTANCE_EXECUTION_DURATION = Family(
 )
 INSTANCE_EXECUTION_COUNT = Family("ortserve_instance_execution_count", "counter", "Number of batches each model instance ran")
 
+# ---- sequence batching and ensembles, per model version (ortserve's) ---------------------------
+SEQUENCE_ACTIVE = Family("ortserve_sequence_active", "gauge", "Instantaneous number of sequences holding a batch slot, per-model.")
+SEQUENCE_BACKLOG = Family(
+    "ortserve_sequence_backlog", "gauge", "Instantaneous number of sequences waiting in the backlog for a batch slot, per-model."
+)
+SEQUENCE_IDLE_RELEASED = Family(
+    "ortserve_sequence_idle_released", "counter", "Number of sequences whose slot was released after max_sequence_idle_microseconds"
+)
+SEQUENCE_ENDED_BY_FAILURE = Family(
+    "ortserve_sequence_ended_by_failure", "counter", "Number of sequences ended because their batch failed on its model instance"
+)
+ENSEMBLE_STEP_SUCCESS = Family(
+    "ortserve_ensemble_step_success", "counter", "Number of successful requests of each ensemble step to its member model"
+)
+ENSEMBLE_STEP_FAILURE = Family("ortserve_ensemble_step_failure", "counter", "Number of failed requests of each ensemble step")
+ENSEMBLE_STEP_DURATION = Family(
+    "ortserve_ensemble_step_duration_us", "counter", "Cumulative duration of each ensemble step's successful requests in microseconds"
+)
+
 # ---- histograms per model version (ortserve's), in VersionHistograms order -------------------
 REQUEST_SECONDS = Family(
     "ortserve_request_duration_seconds", "histogram", "End-to-end inference request duration in the server, seconds", LATENCY_BUCKETS_SECS

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from server.errors import FailureReason
 from server.observability import families
+from server.observability.composite_metrics import render_composite_metrics
 from server.observability.histograms import VersionHistograms, render_histograms
 from server.observability.statistics import ModelStats
 from server.proto import model_config_pb2 as mc
@@ -89,4 +90,5 @@ def render_inference_metrics(versions: Sequence[ObservedVersion]) -> list[str]:
     lines += families.INSTANCE_EXECUTION_DURATION.render((labels, stat.ns // 1000) for labels, stat in per_instance)
     lines += families.INSTANCE_EXECUTION_COUNT.render((labels, stat.count) for labels, stat in per_instance)
     lines += families.LOAD_DURATION.render((version_labels(s), round(s.load_duration_secs, 6)) for s in versions)
+    lines += render_composite_metrics(versions, version_labels)
     return lines

@@ -44,6 +44,28 @@ class RequestTiming:
     output_done_ns: int = 0
 
 
+@dataclass(slots=True)
+class SequenceCounters:
+    """A sequence batcher's figures (ortserve_sequence_* metrics)."""
+
+    # Sequences holding a batch slot, and sequences waiting for one.
+    active: int = 0
+    backlog: int = 0
+    # Sequences whose slot was released after max_sequence_idle_microseconds without a request.
+    idle_released: int = 0
+    # Sequences ended because the batch they ran in failed on their instance.
+    ended_by_failure: int = 0
+
+
+@dataclass(slots=True)
+class StepStat:
+    """One ensemble step's requests to its member (ortserve_ensemble_step_* metrics)."""
+
+    model: str
+    success: DurationStat = field(default_factory=DurationStat)
+    failures: int = 0
+
+
 class HistogramSink(Protocol):
     def observe_request(self, timing: RequestTiming, done_ns: int) -> None: ...
 
@@ -68,6 +90,9 @@ class ModelStats:
     instances: dict[str, DurationStat] = field(default_factory=dict)
     # Optional latency histograms fed by the same events (None when histograms are off).
     histograms: HistogramSink | None = None
+    # A sequence batcher's counters, and an ensemble's per-step figures (None for other models).
+    sequences: SequenceCounters | None = None
+    steps: list[StepStat] | None = None
 
     def record_success(self, timing: RequestTiming, batch_size: int, done_ns: int) -> None:
         self.success.add(done_ns - timing.received_ns)

@@ -9,22 +9,27 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
 from server.errors import ServerError
 from server.model_config import autocomplete
 from server.model_config.batching_validation import validate_batching
+from server.model_config.ensemble_config import refuse_ensemble_scheduling
 from server.model_config.io_validation import validate_io_config
 from server.model_config.labels import read_labels
+from server.model_config.sequence_config import complete_sequence_defaults
+from server.model_config.sequence_validation import validate_sequence_config, validate_sequence_graph
 from server.model_config.spec import ModelSpec, spec_from_config
 from server.model_config.validation import validate_config
 from server.proto import model_config_pb2 as mc
 from server.repository.confined import inside_model_dir
 from server.runtime.devices import DeviceChoice, device_choices
 from server.runtime.gpus import CUDA_PROVIDER, usable_gpu_count
+from server.runtime.initial_state import read_initial_states
 from server.runtime.instance import ModelInstance, graph_signature
 from server.runtime.session_options import build_session_options
 from server.runtime.warmup import NETWORK_WARMUP_LIMITS, run_warmup
@@ -46,6 +51,8 @@ class LoadedVersion:
     config: mc.ModelConfig
     spec: ModelSpec
     instances: list[ModelInstance]
+    # Each implicit state's first value (sequence_batching state), by state input name.
+    initial_states: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def model_file(version_dir: Path, config: mc.ModelConfig) -> Path:
@@ -72,16 +79,21 @@ def load_version(
     Raises ServerError; sessions opened before a failure are released.
     """
     config = autocomplete.complete_core_fields(file_config, model_name)
+    refuse_ensemble_scheduling(config)
+    validate_sequence_config(config)
     path = model_file(version_dir, config)
     probe = _open_session(path, model_dir, config, DeviceChoice.cpu(), options)
     config = autocomplete.complete_from_graph(config, graph_signature(probe), options.default_max_batch_size)
     autocomplete.complete_instance_groups(config, gpu_count=usable_gpu_count())
     autocomplete.complete_batching_defaults(config)
+    complete_sequence_defaults(config)
     autocomplete.complete_optimization_defaults(config)
     validate_io_config(config)
     graph = graph_signature(probe)
     validate_config(config, graph)
     validate_batching(config)
+    validate_sequence_graph(config, graph)
+    initial_states = read_initial_states(config, model_dir)
     spec = spec_from_config(config, graph, read_output_labels(config, model_dir))
     devices = device_choices(config)
     instances: list[ModelInstance] = []
@@ -98,7 +110,7 @@ def load_version(
         raise
     if warmup.executions:
         log.info("model '%s' version %d: warmup ran %d execution(s) in %.3fs", model_name, version, warmup.executions, warmup.seconds)
-    return LoadedVersion(config=config, spec=spec, instances=instances)
+    return LoadedVersion(config=config, spec=spec, instances=instances, initial_states=initial_states)
 
 
 def read_output_labels(config: mc.ModelConfig, model_dir: Path) -> dict[str, tuple[str, ...]]:

@@ -12,6 +12,16 @@ from server.errors import ServerError
 from server.observability.statistics import RequestTiming
 
 
+@dataclass(frozen=True, slots=True)
+class Correlation:
+    """A request's place in a sequence (Triton's correlation ID and its START / END flags)."""
+
+    # A non-zero unsigned int or a non-empty string (tritonclient's ``sequence_id``).
+    id: int | str
+    start: bool = False
+    end: bool = False
+
+
 @dataclass(slots=True, eq=False)
 class InferenceJob:
     """Inputs ready for ONNX Runtime plus what the scheduler needs to place and answer them.
@@ -42,6 +52,8 @@ class InferenceJob:
     # Arrival order within the scheduler (used to release responses in order).
     sequence: int = 0
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    # The sequence it belongs to (sequence_id != 0 / ""); only a sequence batcher reads it.
+    correlation: Correlation | None = None
 
     @property
     def enqueued_ns(self) -> int:

@@ -168,10 +168,11 @@ class InferenceService:
     async def unload_model(self, name: str, unload_dependents: bool) -> None:
         """RepositoryModelUnload: drain and unload every version of ``name``. Raises ServerError.
 
-        ``unload_dependents`` is accepted; no model kind served today has dependents.
+        The ensembles that use ``name`` are unloaded too with ``unload_dependents``; without it
+        they stay known but UNAVAILABLE until ``name`` is loaded again (Triton's behaviour).
         """
         self._require_explicit_mode()
-        await self._manager.unload(name)
+        await self._manager.unload(name, unload_dependents)
 
     def _require_explicit_mode(self) -> None:
         # Triton answers with this text in modes poll and none alike; the mode follows it.

@@ -71,6 +71,7 @@ def admit(servable: Servable, request: InferRequest, budget: InflightBudget, rec
             timeout_us=params.timeout_us,
             deadline_ns=int(request.deadline * 1e9) if request.deadline is not None else 0,
             source_shapes=plan.source_shapes,
+            correlation=params.correlation,
         )
         servable.scheduler.submit(job)
     except BaseException:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server.errors import ServerError
+from server.scheduling.job import Correlation
 from server.types import ParameterValue
 
 # Parameters Triton's frontends consume; everything else is a custom parameter passed along.
@@ -12,6 +13,8 @@ _SEQUENCE_KEYS = ("sequence_id", "sequence_start", "sequence_end")
 _ALLOWED_TRITON_KEYS = frozenset({"triton_enable_empty_final_response"})
 # HTTP's binary tensor extension puts this on the request; it only shapes the HTTP response.
 _HTTP_KEYS = frozenset({"binary_data_output"})
+# Triton's limit on a string correlation ID (TRITONSERVER_InferenceRequestSetCorrelationIdString).
+MAX_STRING_CORRELATION_ID = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +22,8 @@ class SchedulingParameters:
     priority: int = 0
     # Queue timeout in microseconds (0 = none).
     timeout_us: int = 0
+    # sequence_id / sequence_start / sequence_end; None without a sequence_id (or with 0 / "").
+    correlation: Correlation | None = None
 
 
 _NO_PARAMETERS = SchedulingParameters()
@@ -46,7 +51,21 @@ def scheduling_parameters(parameters: dict[str, ParameterValue]) -> SchedulingPa
     return SchedulingParameters(
         priority=_non_negative_int(parameters, "priority"),
         timeout_us=_non_negative_int(parameters, "timeout"),
+        correlation=_correlation(parameters),
     )
+
+
+def _correlation(parameters: dict[str, ParameterValue]) -> Correlation | None:
+    """The request's sequence, as Triton's frontends read it (int64 ids as unsigned)."""
+    sequence_id = parameters.get("sequence_id", 0)
+    if isinstance(sequence_id, str) and len(sequence_id) > MAX_STRING_CORRELATION_ID:
+        raise ServerError.unsupported("string correlation ID cannot be longer than 128 characters")
+    if isinstance(sequence_id, int):
+        sequence_id %= 2**64
+    if not sequence_id:
+        return None
+    assert isinstance(sequence_id, int | str)  # bool and float were refused above
+    return Correlation(sequence_id, parameters.get("sequence_start") is True, parameters.get("sequence_end") is True)
 
 
 def _non_negative_int(parameters: dict[str, ParameterValue], key: str) -> int:

@@ -109,11 +109,11 @@ def test_ignored_fields_names_top_level_fields_not_acted_on() -> None:
     assert ignored_fields(config) == ["cc_model_filenames", "metric_tags", "model_operations", "model_repository_agents", "response_cache"]
 
 
-def test_sequence_batching_parses_and_is_ignored() -> None:
+def test_sequence_batching_parses_and_is_acted_on() -> None:
     config = parse_config_text(SEQUENCE_CONFIG, "config.pbtxt")
     assert config.WhichOneof("scheduling_choice") == "sequence_batching"
     assert config.sequence_batching.oldest.max_candidate_sequences == 4
-    assert ignored_fields(config) == ["sequence_batching"]
+    assert ignored_fields(config) == []
 
 
 def test_acted_on_fields_are_not_reported() -> None:

@@ -12,6 +12,7 @@ from server.errors import ErrorCode, ServerError
 from server.model_config.signature import GraphSignature, GraphTensor
 from server.model_config.spec import ModelSpec, TensorSpec, spec_from_config
 from server.proto import model_config_pb2 as mc
+from server.scheduling.job import Correlation
 from server.service.request_inputs import prepare_inputs, requested_output_names
 from server.service.request_parameters import SchedulingParameters, scheduling_parameters
 from server.types import InferInput, InferRequest, ParameterValue, RequestedOutput
@@ -319,13 +320,35 @@ def test_a_classification_output_is_computed_under_its_own_name() -> None:
         ({"timeout": 5000}, SchedulingParameters(priority=0, timeout_us=5000)),
         ({"priority": 1, "timeout": 2**63}, SchedulingParameters(priority=1, timeout_us=2**63)),
         ({"my_key": "v", "binary_data_output": True, "triton_enable_empty_final_response": False}, SchedulingParameters()),
-        ({"sequence_id": 7, "sequence_start": True, "sequence_end": False}, SchedulingParameters()),
-        ({"sequence_id": "session-1"}, SchedulingParameters()),
+        ({"sequence_id": 7, "sequence_start": True, "sequence_end": False}, SchedulingParameters(correlation=Correlation(7, start=True))),
+        ({"sequence_id": "session-1"}, SchedulingParameters(correlation=Correlation("session-1"))),
+        ({"sequence_id": -1, "sequence_end": True}, SchedulingParameters(correlation=Correlation(2**64 - 1, end=True))),
+        ({"sequence_id": 0, "sequence_start": True}, SchedulingParameters()),
+        ({"sequence_id": "", "sequence_start": True}, SchedulingParameters()),
     ],
-    ids=["none", "priority", "timeout", "both", "custom-and-allowed", "sequence-int", "sequence-string"],
+    ids=[
+        "none",
+        "priority",
+        "timeout",
+        "both",
+        "custom-and-allowed",
+        "sequence-int",
+        "sequence-string",
+        "sequence-int64-as-unsigned",
+        "zero-is-no-sequence",
+        "empty-is-no-sequence",
+    ],
 )
 def test_scheduling_parameters(parameters: dict[str, ParameterValue], expected: SchedulingParameters) -> None:
     assert scheduling_parameters(parameters) == expected
+
+
+def test_a_string_sequence_id_over_128_characters_is_refused_as_triton_does() -> None:
+    with pytest.raises(ServerError) as caught:
+        scheduling_parameters({"sequence_id": "s" * 129})
+    assert caught.value.code is ErrorCode.UNSUPPORTED
+    assert caught.value.message == "string correlation ID cannot be longer than 128 characters"
+    assert scheduling_parameters({"sequence_id": "s" * 128}).correlation == Correlation("s" * 128)
 
 
 @pytest.mark.parametrize(
