@@ -264,7 +264,9 @@ class ModelManager:
             scanned = await self._scan({member})
             if member in scanned:
                 await self._apply(member, *scanned[member])
-        return ""
+        # A member read just now may lead back here: every model of the cycle says so (Triton's rule).
+        cycle = self._dependencies.cycle_through(ensemble)
+        return "" if cycle is None else circular_dependency_message(cycle)
 
     async def _reload_dependents(self, member: str) -> None:
         """A member (re)loaded: the ensembles that use it reload against its new config (those
