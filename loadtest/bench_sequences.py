@@ -41,6 +41,8 @@ DECAY = 0.5
 IMPLICIT = """
 max_batch_size: %(batch)d
 sequence_batching {
+  # A loaded machine can hold a step longer than Triton's default 1 s idle limit.
+  max_sequence_idle_microseconds: 60000000
   %(strategy)s
   control_input [
     { name: "START", control [ { kind: CONTROL_SEQUENCE_START, fp32_false_true: [ 0, 1 ] } ] },

@@ -106,10 +106,7 @@ class SequenceBatcher(Scheduler):
         batch_wait = None
         if ref is not None and not self._busy[ref.instance]:
             batch_wait = self._schedule_instance(ref.instance)
-        # An armed timer is never later than this request's idle deadline (now + idle); only a
-        # batching delay or a backlog timeout can need an earlier one.
-        if self._timer is None or batch_wait is not None or (ref is None and job.timeout_us):
-            self._arm_timer(self._next_wakeup(batch_wait))
+        self._rearm(batch_wait, backlog_timeout=ref is None and job.timeout_us > 0)
 
     async def close(self, drain_timeout_secs: float | None) -> None:
         self._closing = True
@@ -151,10 +148,8 @@ class SequenceBatcher(Scheduler):
 
     def _heads(self, instance: int) -> list[Head]:
         heads = []
-        for slot in self._slots.slots_of(instance):
-            if slot.in_flight:
-                continue
-            if slot.queue and slot.queue[0].abandoned():
+        for slot in self._slots.ready_slots(instance):
+            if slot.queue[0].abandoned():
                 self._slots.prune(slot.ref, InferenceJob.abandoned)
             if not slot.queue or slot.in_flight:
                 continue
@@ -173,6 +168,13 @@ class SequenceBatcher(Scheduler):
     def _next_wakeup(self, batch_wait: int | None) -> int | None:
         times = [t for t in (batch_wait, self._slots.next_idle_ns(), self._slots.next_backlog_expiry_ns()) if t is not None]
         return min(times) if times else None
+
+    def _rearm(self, batch_wait: int | None, backlog_timeout: bool = False) -> None:
+        """Arm the timer for what may have changed. An armed timer is never later than a new idle
+        deadline (now + idle), so only a batching delay or a backlog timeout can need an earlier
+        one; with neither, an armed timer stands (and the idle scan is skipped)."""
+        if self._timer is None or batch_wait is not None or backlog_timeout:
+            self._arm_timer(self._next_wakeup(batch_wait))
 
     def _arm_timer(self, at_ns: int | None) -> None:
         if at_ns is None:
@@ -266,7 +268,7 @@ class SequenceBatcher(Scheduler):
                 self._slots.finish(ref)
                 job.succeed()
         self._count()
-        self._arm_timer(self._next_wakeup(self._schedule_all()))
+        self._rearm(self._schedule_all())
         self._check_drained()
 
     def _fail_batch(self, instance: int, live: list[tuple[SlotRef, InferenceJob]], error: Exception) -> None:

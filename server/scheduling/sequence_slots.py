@@ -61,6 +61,10 @@ class _Backlogged(Generic[T]):
 class SequenceSlots(Generic[T]):
     def __init__(self, instances: int, slots_per_instance: int, idle_ns: int) -> None:
         self._slots = {SlotRef(s, i): Slot[T](SlotRef(s, i)) for i in range(instances) for s in range(slots_per_instance)}
+        self._by_instance = [[self._slots[SlotRef(s, i)] for s in range(slots_per_instance)] for i in range(instances)]
+        # Per instance, the slots with a request to run and none running (kept as they change, so a
+        # decision looks at those only, not at every slot).
+        self._ready: list[set[int]] = [set() for _ in range(instances)]
         self._free = sorted(self._slots)
         self._idle_ns = idle_ns
         self._by_corrid: dict[CorrelationId, SlotRef] = {}
@@ -84,7 +88,12 @@ class SequenceSlots(Generic[T]):
 
     def slots_of(self, instance: int) -> list[Slot[T]]:
         """The instance's slots in index order."""
-        return sorted((slot for slot in self._slots.values() if slot.ref.instance == instance), key=lambda s: s.ref.slot)
+        return self._by_instance[instance]
+
+    def ready_slots(self, instance: int) -> list[Slot[T]]:
+        """The instance's slots that have a request to run and none running, in index order."""
+        slots = self._by_instance[instance]
+        return [slots[index] for index in sorted(self._ready[instance])]
 
     def queued_count(self) -> int:
         return sum(len(slot.queue) for slot in self._slots.values()) + sum(len(entry.queue) for entry in self._backlog)
@@ -109,6 +118,7 @@ class SequenceSlots(Generic[T]):
         if ref is not None:
             slot = self._slots[ref]
             slot.queue.append(item)
+            self._track(slot)
             if end:  # later requests with this id start a new sequence
                 del self._by_corrid[corrid]
                 slot.closing = True
@@ -132,12 +142,16 @@ class SequenceSlots(Generic[T]):
         """Hand the slot's next request to an instance; the slot is busy until ``finish``."""
         slot = self._slots[ref]
         slot.in_flight = True
-        return slot.queue.popleft()
+        item = slot.queue.popleft()
+        self._track(slot)
+        return item
 
     def finish(self, ref: SlotRef) -> SlotRef | None:
         """The slot's request was answered. Returns the slot when it went to a backlogged
         sequence (which now has requests to run)."""
-        self._slots[ref].in_flight = False
+        slot = self._slots[ref]
+        slot.in_flight = False
+        self._track(slot)
         return self._release_if_done(ref)
 
     def prune(self, ref: SlotRef, abandoned: Callable[[T], bool]) -> SlotRef | None:
@@ -146,6 +160,7 @@ class SequenceSlots(Generic[T]):
         slot = self._slots[ref]
         while slot.queue and abandoned(slot.queue[0]):
             slot.queue.popleft()
+        self._track(slot)
         return self._release_if_done(ref)
 
     def abort(self, ref: SlotRef) -> tuple[list[T], SlotRef | None]:
@@ -157,6 +172,7 @@ class SequenceSlots(Generic[T]):
         if slot.corrid is not None and self._by_corrid.get(slot.corrid) == ref:
             del self._by_corrid[slot.corrid]
         slot.closing, slot.in_flight = True, False
+        self._track(slot)
         return dropped, self._release_if_done(ref)
 
     # ---- time passes -------------------------------------------------------------------------
@@ -205,11 +221,19 @@ class SequenceSlots(Generic[T]):
         items += [item for entry in self._backlog for item in entry.queue]
         for slot in self._slots.values():
             slot.queue.clear()
+            self._track(slot)
         self._backlog.clear()
         self._backlog_by_corrid.clear()
         return items
 
     # ---- internals -------------------------------------------------------------------------
+
+    def _track(self, slot: Slot[T]) -> None:
+        ready = self._ready[slot.ref.instance]
+        if slot.queue and not slot.in_flight:
+            ready.add(slot.ref.slot)
+        else:
+            ready.discard(slot.ref.slot)
 
     def _release_if_done(self, ref: SlotRef) -> SlotRef | None:
         slot = self._slots[ref]
@@ -221,6 +245,7 @@ class SequenceSlots(Generic[T]):
             return None
         entry = self._backlog.popleft()
         slot.corrid, slot.queue = entry.corrid, entry.queue
+        self._track(slot)
         if entry.ended:
             slot.closing = True
         else:

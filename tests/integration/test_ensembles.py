@@ -83,6 +83,7 @@ ensemble_scheduling {
 ACC = """
 max_batch_size: 8
 sequence_batching {
+  max_sequence_idle_microseconds: 600000000
   oldest { }
   control_input [
     { name: "START", control [ { kind: CONTROL_SEQUENCE_START, fp32_false_true: [ 0, 1 ] } ] },

@@ -147,3 +147,18 @@ def test_drain_all_returns_every_queued_request() -> None:
     slots.admit("b", True, False, "b0", 0)
     assert sorted(slots.drain_all()) == ["a0", "b0"]
     assert slots.queued_count() == 0
+
+
+def test_ready_slots_are_those_with_a_request_and_none_running() -> None:
+    slots = table(instances=1, slots=3)
+    first = slots.admit("a", True, False, "a0", 0)
+    second = slots.admit("b", True, False, "b0", 0)
+    assert first is not None and second is not None
+    slots.admit("a", False, False, "a1", 0)
+    assert [slot.ref for slot in slots.ready_slots(0)] == [first, second]
+    slots.take(first)
+    assert [slot.ref for slot in slots.ready_slots(0)] == [second]  # a runs; its next request waits
+    slots.finish(first)
+    slots.take(second)
+    slots.finish(second)
+    assert [slot.ref for slot in slots.ready_slots(0)] == [first]
