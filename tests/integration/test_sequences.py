@@ -372,3 +372,16 @@ def test_statistics_count_sequence_requests(client: grpcclient.InferenceServerCl
     for step, value in enumerate(inputs):
         client.infer("acc_direct", [step_input(grpcclient, value)], sequence_id=81, **flags(step, 3))
     assert client.get_inference_statistics("acc_direct").model_stats[0].inference_count == before + 3
+
+
+def test_not_ready_rows_leave_a_waiting_sequences_state_alone(client: grpcclient.InferenceServerClient) -> None:
+    """direct: while only B (the higher slot) has requests, A's lower slot runs as a not-ready
+    row in B's batches; A's state must come through untouched."""
+    a, b = sequence_inputs(13, 3), sequence_inputs(14, 4)
+    client.infer("acc_direct", [step_input(grpcclient, a[0])], sequence_id=1101, sequence_start=True)
+    for step, (value, expected) in enumerate(zip(b, reference(b))):
+        result = client.infer("acc_direct", [step_input(grpcclient, value)], sequence_id=1102, **flags(step, len(b)))
+        np.testing.assert_allclose(result.as_numpy("OUTPUT")[0], expected, rtol=1e-6)
+    for step in (1, 2):
+        result = client.infer("acc_direct", [step_input(grpcclient, a[step])], sequence_id=1101, sequence_end=step == 2)
+        np.testing.assert_allclose(result.as_numpy("OUTPUT")[0], reference(a)[step], rtol=1e-6)
