@@ -112,7 +112,7 @@ class EnsembleKind:
                 f"ensemble '{ensemble}' depends on '{member}' which has no loaded version. "
                 f"Model '{member}' loading failed with error: {failure}"
             )
-        if error.code is ErrorCode.NOT_FOUND and error.message.endswith("is not found") and "version" not in error.message:
+        if error.code is ErrorCode.NOT_FOUND and error.message.endswith(f"'{member}' is not found"):  # no such model at all
             return ServerError.invalid_arg(f"ensemble {ensemble} contains models that are not available or ambiguous: {member}")
         if version >= 0:
             return ServerError.invalid_arg(f"ensemble '{ensemble}' depends on '{member}' whose required version {version} is not loaded.")
