@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -106,6 +107,9 @@ class Figures:
     seconds: float
     latencies: list[float]
     batch: float | None = None
+    # The server process's CPU time per request (user + system): far steadier than wall time on a
+    # machine whose cores other work shares.
+    cpu_us: float | None = None
 
     @property
     def rate(self) -> float:
@@ -115,10 +119,18 @@ class Figures:
         ordered = sorted(self.latencies)
         p50, p99 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
         batch = f"{self.batch:8.2f}" if self.batch is not None else "       -"
-        return f"{self.label:<34} {self.rate:10.0f} {p50 * 1e3:9.2f} {p99 * 1e3:9.2f} {batch}"
+        cpu = f"{self.cpu_us:10.0f}" if self.cpu_us is not None else "         -"
+        return f"{self.label:<34} {self.rate:10.0f} {p50 * 1e3:9.2f} {p99 * 1e3:9.2f} {batch} {cpu}"
 
 
-HEADER = f"{'':<34} {'per s':>10} {'p50 ms':>9} {'p99 ms':>9} {'batch':>8}"
+HEADER = f"{'':<34} {'per s':>10} {'p50 ms':>9} {'p99 ms':>9} {'batch':>8} {'server CPU us':>13}"
+
+
+def server_cpu_secs(server: ServerProcess) -> float:
+    """User + system CPU seconds the server process has used (Linux /proc)."""
+    assert server.process is not None
+    fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def formed_batch(server: ServerProcess, model: str, before: tuple[float, float]) -> float:
@@ -163,14 +175,15 @@ async def run_sequences(server: ServerProcess, model: str, sequences: int, steps
             output = result.as_numpy("OUTPUT")
         return output
 
-    before = counters(server, model)
+    before, cpu_before = counters(server, model), server_cpu_secs(server)
     async with grpcaio.InferenceServerClient(server.grpc_url) as client:
         started = time.perf_counter()
         outputs = await asyncio.gather(*(one(client, index) for index in range(sequences)))
         seconds = time.perf_counter() - started
+    cpu_us = (server_cpu_secs(server) - cpu_before) / (sequences * steps) * 1e6
     for index, output in enumerate(outputs):
         np.testing.assert_allclose(output[0], reference([data[index, s, 0] for s in range(steps)]), rtol=1e-4, atol=1e-5)
-    return Figures(LABELS[model], sequences * steps, seconds, latencies, formed_batch(server, model, before))
+    return Figures(LABELS[model], sequences * steps, seconds, latencies, formed_batch(server, model, before), cpu_us)
 
 
 async def closed_loop(concurrency: int, seconds: float, call: Callable[[], Awaitable[None]]) -> tuple[int, float, list[float]]:
@@ -204,11 +217,13 @@ async def run_pipeline(server: ServerProcess, concurrency: int, seconds: float, 
 
         call = as_ensemble if ensemble else one_after_the_other
         await closed_loop(concurrency, min(1.0, seconds / 4), call)  # warm up
+        cpu_before = server_cpu_secs(server)
         count, elapsed, latencies = await closed_loop(concurrency, seconds, call)
+        cpu_us = (server_cpu_secs(server) - cpu_before) / count * 1e6
         by_hand = (await client.infer("scorer", [tensor("input", features - 0.5)])).as_numpy("output")
         np.testing.assert_allclose(expected, by_hand, rtol=1e-5, atol=1e-6)
     label = "ensemble (one call)" if ensemble else "two calls from the client"
-    return Figures(f"{label}, c={concurrency}", count, elapsed, latencies)
+    return Figures(f"{label}, c={concurrency}", count, elapsed, latencies, cpu_us=cpu_us)
 
 
 def main() -> None:
@@ -234,6 +249,11 @@ def main() -> None:
             baseline = best["acc_client_state"]
             print(f"   implicit (oldest) / client state: {best['acc_oldest'] / baseline:.2f}x throughput (best of each)")
             print(f"   implicit (direct) / client state: {best['acc_direct'] / baseline:.2f}x throughput")
+            cpu = {model: min(f.cpu_us or 0.0 for f in runs) for model, runs in results.items()}
+            print(
+                f"   server CPU per step: implicit (oldest) {cpu['acc_oldest']:.0f} us, client state {cpu['acc_client_state']:.0f} us "
+                f"({cpu['acc_client_state'] / cpu['acc_oldest']:.2f}x as much for client state)"
+            )
             print("   every sequence's last answer matched numpy")
             print(f"\n2. two-step pipeline (add_constant -> MLP 64-128-10) at c={args.concurrency} (per pipeline)")
             print(HEADER)
@@ -248,6 +268,8 @@ def main() -> None:
                 f"   ensemble / two calls: {ensemble_best.rate / client_best.rate:.2f}x throughput (best of each), "
                 f"p50 {p50[True] * 1e3:.2f} ms vs {p50[False] * 1e3:.2f} ms"
             )
+            cpu_pipe = {key: min(f.cpu_us or 0.0 for f in runs) for key, runs in pipeline.items()}
+            print(f"   server CPU per pipeline: ensemble {cpu_pipe[True]:.0f} us, two calls {cpu_pipe[False]:.0f} us")
 
 
 if __name__ == "__main__":

@@ -60,6 +60,8 @@ class SequenceBatcher(Scheduler):
         self._slots = SequenceSlots[InferenceJob](len(instances), settings.slots_per_instance, settings.idle_ns)
         self._states: dict[SlotRef, State] = {}
         self._initial = initial_states
+        # With no variable state dim, every state of a slot has one shape and need not be compared.
+        self._state_shapes_vary = any(-1 in spec.dims for spec in settings.states)
         self._layout = layout
         self._stats = stats
         self._counters = stats.sequences = SequenceCounters()
@@ -154,8 +156,9 @@ class SequenceBatcher(Scheduler):
             if not slot.queue or slot.in_flight:
                 continue
             job = slot.queue[0]
-            state = self._state_for(slot.ref, job)
-            key = (job.shape_key, tuple((name, array.shape) for name, array in state.items()))
+            key = job.shape_key
+            if self._state_shapes_vary:
+                key = (key, tuple((name, array.shape) for name, array in self._state_for(slot.ref, job).items()))
             heads.append(Head(slot.ref.slot, job.enqueued_ns, key, max(1, job.rows)))
         return heads
 

@@ -18,7 +18,7 @@ import heapq
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 T = TypeVar("T")
 CorrelationId = int | str
@@ -28,9 +28,10 @@ class UnknownSequenceError(Exception):
     """A request without START for a sequence that holds no slot and is not backlogged."""
 
 
-@dataclass(frozen=True, order=True, slots=True)
-class SlotRef:
-    # Ordered by slot first: the lowest free slot index across instances is taken first.
+class SlotRef(NamedTuple):
+    """A batch slot of one instance. Ordered by slot first: the lowest free slot index across
+    instances is taken first. (A tuple: it is hashed and compared on every request.)"""
+
     slot: int
     instance: int
 
