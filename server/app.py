@@ -15,10 +15,17 @@ import time
 from server.frontends.grpc.server import GrpcFrontend
 from server.frontends.http.server import ConnectionLimits, HttpSite, build_http_app, build_metrics_app
 from server.lifecycle.manager import ModelManager
-from server.observability.metrics import render_inference_metrics, render_latency_histograms
+from server.observability.metrics import (
+    render_cache_metrics,
+    render_inference_metrics,
+    render_latency_histograms,
+    render_shared_memory_metrics,
+)
 from server.observability.system_metrics import SystemMetrics
+from server.scheduling.response_cache import CacheSettings, ResponseCache
 from server.service import InferenceService
-from server.service.inflight import InflightBudget, default_budget_bytes
+from server.service.inflight import InflightBudget, default_budget_bytes, machine_memory_bytes
+from server.service.shared_memory import SharedMemoryLimits, SharedMemoryRegistry
 from server.settings import ModelControlMode, Settings
 
 log = logging.getLogger(__name__)
@@ -63,9 +70,18 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.system_metrics = SystemMetrics(cpu=settings.allow_cpu_metrics, gpu=settings.allow_gpu_metrics)
-        self.manager = ModelManager(settings)
+        # One cache for every model that enables it, as Triton's local cache is.
+        self.response_cache = (
+            ResponseCache(CacheSettings(settings.cache_size_bytes, settings.cache_ttl_secs)) if settings.cache_size_bytes else None
+        )
+        self.manager = ModelManager(settings, self.response_cache)
         budget = InflightBudget(settings.max_inflight_bytes or default_budget_bytes())
-        self.service = InferenceService(self.manager, settings.strict_readiness, settings.server_id, settings.model_control_mode, budget)
+        shm_bytes = settings.max_shm_bytes or machine_memory_bytes()
+        shm_limits = SharedMemoryLimits(settings.allow_client_shm, settings.max_shm_regions, shm_bytes)
+        self.shared_memory = SharedMemoryRegistry(shm_limits)
+        self.service = InferenceService(
+            self.manager, settings.strict_readiness, settings.server_id, settings.model_control_mode, budget, self.shared_memory
+        )
         self._stop = asyncio.Event()
         self._grpc: GrpcFrontend | None = None
         self._sites: list[HttpSite] = []
@@ -74,6 +90,7 @@ class App:
     def render_metrics(self) -> str:
         serving = self.manager.all_serving()
         lines = render_inference_metrics(serving) + self.system_metrics.render() + render_latency_histograms(serving)
+        lines += render_cache_metrics(self.response_cache) + render_shared_memory_metrics(self.shared_memory, self.shared_memory.enabled)
         return "\n".join(lines) + "\n"
 
     async def start(self) -> None:
@@ -157,6 +174,7 @@ class App:
         for site in self._sites:
             await site.stop()
         await self.manager.close(drain_timeout_secs=max(0.0, deadline - time.monotonic()))
+        self.shared_memory.close()
         log.info("ortserve stopped")
 
 

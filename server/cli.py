@@ -127,6 +127,22 @@ def build_parser() -> OneLineParser:
     p.add_argument(
         "--max-inflight-bytes", type=int, default=0, help="request bytes held at once, queued or running (0 = a quarter of memory)"
     )
+    p.add_argument(
+        "--cache-config",
+        action="append",
+        default=None,
+        help="response cache: local,size=<bytes> (Triton's spelling), and optionally local,ttl_secs=<seconds>",
+    )
+    p.add_argument(
+        "--allow-client-shm",
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="let clients register system shared memory (default false: see the README)",
+    )
+    p.add_argument("--max-shm-regions", type=int, default=128, help="shared-memory regions registered at once")
+    p.add_argument("--max-shm-bytes", type=int, default=0, help="client shared memory mapped at once (0 = the machine's memory)")
     p.add_argument("--metrics-interval-ms", type=int, default=2000, help="how often CPU/GPU gauges are sampled")
     p.add_argument(
         "--metrics-config", action="append", default=None, help="histogram_latencies=true|false (ortserve_* histograms, default true)"
@@ -194,12 +210,43 @@ def _histogram_latencies(metrics_configs: list[str]) -> bool:
     return enabled
 
 
+def _cache_settings(cache_configs: list[str]) -> tuple[int, float]:
+    """(size bytes, ttl seconds) from Triton's ``<cache>,<setting>=<value>`` entries. From the
+    environment they arrive split at commas ("local", "size=N"): a bare name names the cache of
+    the settings after it."""
+    size, ttl, cache = 0, 0.0, ""
+    for entry in cache_configs:
+        if "=" not in entry:
+            cache = entry
+            continue
+        name, _, setting = entry.rpartition(",")
+        cache = name or cache
+        key, _, value = setting.partition("=")
+        if not cache:
+            raise SettingsError(f"No cache specified. --cache-config option format is <cache name>,<setting>=<value>. Got {entry}")
+        if cache != "local":
+            raise SettingsError(f"--cache-config '{entry}': ortserve has only the 'local' cache")
+        if key not in ("size", "ttl_secs"):
+            raise SettingsError(f"--cache-config '{entry}': unknown local cache setting '{key}' (supported: size, ttl_secs)")
+        try:
+            if key == "size":
+                size = int(value)
+            else:
+                ttl = float(value)
+        except ValueError:
+            raise SettingsError(f"--cache-config '{entry}': '{value}' is not a number") from None
+    if cache_configs and size <= 0:
+        raise SettingsError("--cache-config local needs size=<bytes> > 0")
+    return size, ttl
+
+
 def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
     """Raises SystemExit(2) with a one-line message for bad flags or settings."""
     parser = build_parser()
     _apply_environment(parser, os.environ if environ is None else environ)
     args = parser.parse_args(argv)
     try:
+        cache_size, cache_ttl = _cache_settings(args.cache_config or [])
         return Settings(
             model_repositories=_distinct_paths(args.model_repository or ()),
             host=args.host,
@@ -237,6 +284,11 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
             http_idle_timeout_secs=args.http_idle_timeout_secs,
             http_body_timeout_secs=args.http_body_timeout_secs,
             max_inflight_bytes=args.max_inflight_bytes,
+            cache_size_bytes=cache_size,
+            cache_ttl_secs=cache_ttl,
+            allow_client_shm=args.allow_client_shm,
+            max_shm_regions=args.max_shm_regions,
+            max_shm_bytes=args.max_shm_bytes,
         )
     except SettingsError as exc:
         parser.error(str(exc))

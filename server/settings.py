@@ -80,6 +80,15 @@ class Settings:
     http_body_timeout_secs: float = 60.0
     # Request bytes held at once, queued or running (0 = a quarter of the memory limit).
     max_inflight_bytes: int = 0
+    # The response cache (--cache-config local,size=N[,ttl_secs=T]): its byte budget (0 = no
+    # cache) and how long an entry may answer (0 = until evicted).
+    cache_size_bytes: int = 0
+    cache_ttl_secs: float = 0.0
+    # System shared memory (--allow-client-shm): off by default (README "System shared memory").
+    allow_client_shm: bool = False
+    max_shm_regions: int = 128
+    # Client shared memory mapped at once (0 = the machine's memory).
+    max_shm_bytes: int = 0
 
     def __post_init__(self) -> None:
         if not self.model_repositories:
@@ -111,6 +120,10 @@ class Settings:
         timeouts = (self.grpc_handshake_timeout_secs, self.http_idle_timeout_secs, self.http_body_timeout_secs)
         if min(timeouts) <= 0 or self.grpc_max_connection_idle_secs < 0:
             raise SettingsError("connection timeouts must be > 0 (--grpc-max-connection-idle-secs: >= 0, 0 = never)")
+        if self.cache_size_bytes < 0 or not 0 <= self.cache_ttl_secs < 1e9:
+            raise SettingsError("--cache-config local: size must be >= 0 and ttl_secs between 0 and 1e9")
+        if self.max_shm_regions < 1 or self.max_shm_bytes < 0:
+            raise SettingsError("--max-shm-regions must be >= 1 and --max-shm-bytes >= 0 (0 = the machine's memory)")
         if self.metrics_interval_ms < 1:
             raise SettingsError("--metrics-interval-ms must be >= 1")
         if self.exit_timeout_secs < 0:

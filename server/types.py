@@ -61,6 +61,9 @@ class InferOutput:
     datatype: str
     shape: tuple[int, ...]
     array: np.ndarray
+    # Written into the shared-memory region the request named: ``array`` is then empty (of the
+    # output's dtype) and the frontends send the name, datatype and shape without data.
+    in_shared_memory: bool = False
 
 
 @dataclass(slots=True)
@@ -147,3 +150,17 @@ class ModelStatistics:
     compute_infer: Duration
     compute_output: Duration
     batch_stats: tuple[BatchStatistics, ...]
+    # Requests the response cache answered, and lookups that missed it (their durations).
+    cache_hit: Duration = Duration(0, 0)
+    cache_miss: Duration = Duration(0, 0)
+
+
+@dataclass(slots=True, frozen=True)
+class SharedMemoryRegion:
+    """A registered system shared-memory region (SystemSharedMemoryStatus): ``byte_size`` bytes
+    of the POSIX shared-memory object ``key``, from ``offset``."""
+
+    name: str
+    key: str
+    offset: int
+    byte_size: int

@@ -38,6 +38,7 @@ from server.repository.request_files import PrivateModelFiles
 from server.repository.scan import Scan, scan_models
 from server.runtime.loader import LoadOptions
 from server.runtime.threads import available_cores, default_intra_op_threads
+from server.scheduling.response_cache import ResponseCache
 from server.settings import ModelControlMode, Settings
 from server.types import ModelIndexEntry, ModelState
 
@@ -45,11 +46,11 @@ log = logging.getLogger(__name__)
 
 
 class ModelManager:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, response_cache: ResponseCache | None = None) -> None:
         self._settings = settings
         self._models: dict[str, ModelRecord] = {}
         self._load_pool = DaemonThreadPool(settings.model_load_thread_count, "model-load")
-        self._kinds = Kinds(LoadOptions(settings.default_max_batch_size, 1))
+        self._kinds = Kinds(LoadOptions(settings.default_max_batch_size, 1), response_cache)
         self._versions = VersionLoader(self._load_pool, settings.histogram_latencies, settings.version_drain_timeout_secs)
         self._hasher = FileHasher()
         self._private_files = PrivateModelFiles()

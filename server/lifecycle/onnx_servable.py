@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from pathlib import Path
 
 from server.model_config.autocomplete import ONNX_BACKEND, ONNX_PLATFORM
@@ -16,6 +17,9 @@ from server.runtime.loader import LoadedVersion, LoadOptions, load_version
 from server.runtime.memory import release_freed_memory
 from server.scheduling.base import Scheduler
 from server.scheduling.factory import create_scheduler
+from server.scheduling.response_cache import ResponseCache
+
+log = logging.getLogger(__name__)
 
 
 class OnnxServable:
@@ -33,6 +37,7 @@ class OnnxServable:
         histograms: HistogramSink | None = None,
         load_duration_secs: float = 0.0,
         spec: ModelSpec | None = None,
+        response_cache: ResponseCache | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -42,7 +47,7 @@ class OnnxServable:
         self.instances = instances
         self.stats = ModelStats(histograms=histograms)
         self.load_duration_secs = load_duration_secs
-        self.scheduler: Scheduler = create_scheduler(config, instances, self.stats)
+        self.scheduler: Scheduler = create_scheduler(config, instances, self.stats, response_cache, version)
 
     def devices(self) -> list[str]:
         return [instance.device for instance in self.instances]
@@ -67,9 +72,11 @@ class OnnxKind:
     platform = ONNX_PLATFORM
     backend = ONNX_BACKEND
 
-    def __init__(self, options: LoadOptions) -> None:
+    def __init__(self, options: LoadOptions, response_cache: ResponseCache | None = None) -> None:
         # Replaced by the manager once it knows how many CPU instances the repository plans.
         self.options = options
+        # The server's response cache (--cache-config), for the versions whose config enables it.
+        self.response_cache = response_cache
 
     def load(
         self, config: mc.ModelConfig, name: str, version: int, version_dir: Path, model_dir: Path, network_config: bool
@@ -80,7 +87,10 @@ class OnnxKind:
     def serve(
         self, loaded: LoadedVersion, name: str, version: int, histograms: HistogramSink | None, load_duration_secs: float
     ) -> OnnxServable:
-        return OnnxServable(name, version, loaded.config, loaded.instances, histograms, load_duration_secs, loaded.spec)
+        config = loaded.config
+        if config.response_cache.enable and self.response_cache is None:
+            log.info("model '%s': response_cache is enabled in its config, but the server has no cache (--cache-config local,size=N)", name)
+        return OnnxServable(name, version, config, loaded.instances, histograms, load_duration_secs, loaded.spec, self.response_cache)
 
     def discard(self, loaded: LoadedVersion) -> None:
         for instance in loaded.instances:

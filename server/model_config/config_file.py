@@ -31,6 +31,7 @@ ACTED_ON_FIELDS: frozenset[str] = frozenset(
         "dynamic_batching",
         "model_warmup",
         "model_transaction_policy",
+        "response_cache",
     }
 )
 

@@ -23,6 +23,10 @@ def validate_config(config: mc.ModelConfig, graph: GraphSignature) -> None:
         raise ServerError.invalid_arg(f"model '{name}': max_batch_size must be >= 0, got {config.max_batch_size}")
     if config.model_transaction_policy.decoupled:
         raise ServerError.invalid_arg(f"model '{name}': decoupled transaction policy is not supported for ONNX models")
+    if config.response_cache.enable and config.HasField("sequence_batching"):  # Triton's rule and words
+        raise ServerError.invalid_arg(
+            f"Response Cache does not currently support model {name} with sequence batching scheduler. Please disable the response cache."
+        )
     expected = sum(1 for entry in config.input if not entry.optional) + len(config.batch_input)
     if expected != len(graph.inputs):
         raise ServerError.invalid_arg(

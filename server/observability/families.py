@@ -65,6 +65,25 @@ PENDING_REQUESTS = Family(
     "nv_inference_pending_request_count", "gauge", "Instantaneous number of pending requests awaiting execution per-model."
 )
 LOAD_DURATION = Family("nv_model_load_duration_secs", "gauge", "Model load time in seconds (including warmup)")
+# Only for versions that answer from the response cache (Triton shows them only then).
+CACHE_HITS = Family("nv_cache_num_hits_per_model", "counter", "Number of cache hits per model")
+CACHE_MISSES = Family("nv_cache_num_misses_per_model", "counter", "Number of cache misses per model")
+CACHE_HIT_DURATION = Family("nv_cache_hit_duration_per_model", "counter", "Total cache hit duration per model, in microseconds")
+CACHE_MISS_DURATION = Family(
+    "nv_cache_miss_duration_per_model", "counter", "Total cache miss (insert+lookup) duration per model, in microseconds"
+)
+
+# ---- the server's response cache and shared memory (ortserve's) ------------------------------
+CACHE_ENTRIES = Family("ortserve_cache_entries", "gauge", "Responses held in the response cache")
+CACHE_BYTES = Family("ortserve_cache_bytes", "gauge", "Bytes the response cache holds, counted against its budget")
+CACHE_CAPACITY = Family("ortserve_cache_capacity_bytes", "gauge", "The response cache's byte budget (--cache-config local,size)")
+CACHE_EVICTIONS = Family(
+    "ortserve_cache_evictions", "counter", "Responses evicted from the response cache to make room within its byte budget"
+)
+SHM_REGIONS = Family("ortserve_shm_regions", "gauge", "System shared-memory regions registered by clients")
+SHM_MAPPED_BYTES = Family(
+    "ortserve_shm_mapped_bytes", "gauge", "Bytes of client shared memory mapped, including unregistered regions still in use"
+)
 
 # ---- per model version and instance (ortserve's) ---------------------------------------------
 EXECUTING_REQUESTS = Family(

@@ -1,9 +1,14 @@
 """One inference request's way through the core: admission (check, reserve, decode, queue), the
-opaque handle its frontend holds while it runs, and the response built from its outputs."""
+opaque handle its frontend holds while it runs, and the response built from its outputs.
+
+For a version with a response cache, admission computes the request's cache key from the data
+as it arrived and leaves decoding to the scheduler: a request the cache answers is never decoded.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from time import monotonic_ns
 
@@ -13,10 +18,12 @@ from server.errors import FailureReason, ServerError
 from server.lifecycle.servable import Servable
 from server.observability.statistics import RequestTiming
 from server.scheduling.job import InferenceJob
+from server.service.cache_key import request_key
 from server.service.classification import top_classes
 from server.service.inflight import InflightBudget
 from server.service.request_inputs import decode_inputs, requested_output_names, validate_inputs
 from server.service.request_parameters import scheduling_parameters
+from server.service.shared_memory_io import SharedMemoryOutputs
 from server.types import InferOutput, InferRequest, InferResponse
 
 
@@ -25,10 +32,12 @@ class InferenceHandle:
     is done. What it holds inside (the servable, the queued job) stays the core's business, so
     the same handle can stand for a request in this process or behind a channel."""
 
-    __slots__ = ("_job", "_request", "_servable")
+    __slots__ = ("_job", "_request", "_servable", "_shared_outputs")
 
-    def __init__(self, servable: Servable, request: InferRequest, job: InferenceJob) -> None:
+    def __init__(self, servable: Servable, request: InferRequest, job: InferenceJob, shared_outputs: SharedMemoryOutputs | None) -> None:
         self._servable, self._request, self._job = servable, request, job
+        # Outputs to be written into shared memory once the request succeeds.
+        self._shared_outputs = shared_outputs
 
     @property
     def request(self) -> InferRequest:
@@ -51,17 +60,21 @@ class InferenceHandle:
             await asyncio.wait({self._job.future})
 
 
-def admit(servable: Servable, request: InferRequest, budget: InflightBudget, received_ns: int) -> InferenceHandle:
+def admit(
+    servable: Servable, request: InferRequest, budget: InflightBudget, received_ns: int, shared_outputs: SharedMemoryOutputs | None = None
+) -> InferenceHandle:
     """Check, then reserve, then decode, then queue: a request that is refused (bad, too large a
     batch, full queue, over the in-flight budget) costs no tensor decoding. Raises ServerError."""
     params = scheduling_parameters(request.parameters)
     output_names = requested_output_names(servable.spec, request)
     plan = validate_inputs(servable.spec, request)
-    servable.scheduler.check_capacity(params.priority)
+    scheduler = servable.scheduler
+    token = scheduler.cache_token
+    scheduler.check_capacity(params.priority)
     budget.reserve(request.size_bytes)
     try:
         job = InferenceJob(
-            feeds=decode_inputs(servable.spec, request, plan),
+            feeds={} if token else decode_inputs(servable.spec, request, plan),
             rows=plan.batch_size,
             output_names=output_names,
             future=asyncio.get_running_loop().create_future(),
@@ -72,11 +85,14 @@ def admit(servable: Servable, request: InferRequest, budget: InflightBudget, rec
             deadline_ns=int(request.deadline * 1e9) if request.deadline is not None else 0,
             source_shapes=plan.source_shapes,
         )
-        servable.scheduler.submit(job)
+        if token:
+            job.cache_key = request_key(token, request, plan, output_names)
+            job.decode_feeds = functools.partial(decode_inputs, servable.spec, request, plan)
+        scheduler.submit(job)
     except BaseException:
         budget.release(request.size_bytes)
         raise
-    return InferenceHandle(servable, request, job)
+    return InferenceHandle(servable, request, job, shared_outputs)
 
 
 def outcome(handle: InferenceHandle) -> InferResponse:
@@ -93,7 +109,16 @@ def outcome(handle: InferenceHandle) -> InferResponse:
         stats.record_failure(reason, job.timing.received_ns, monotonic_ns())
         raise error
     response = build_response(servable, request, job.output_names, job.future.result(), job.rows)
-    stats.record_success(job.timing, job.rows, monotonic_ns())
+    if handle._shared_outputs is not None:
+        try:
+            handle._shared_outputs.write(response)
+        except ServerError as write_error:
+            stats.record_failure(write_error.reason, job.timing.received_ns, monotonic_ns())
+            raise
+    if job.from_cache:
+        stats.record_cache_hit(job.timing, job.cache_lookup_ns, monotonic_ns())
+    else:
+        stats.record_success(job.timing, job.rows, monotonic_ns())
     return response
 
 

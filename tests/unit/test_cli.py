@@ -223,3 +223,44 @@ def test_duplicate_port_allowed_when_that_endpoint_is_off(repo: Path) -> None:
 )
 def test_invalid_settings(capsys: pytest.CaptureFixture[str], repo: Path, flags: list[str], expected: str) -> None:
     assert error_line(capsys, ["--model-repository", str(repo), *flags]) == f"ortserve: error: {expected}"
+
+
+# ---- response cache and shared memory ---------------------------------------------------
+
+
+def test_no_cache_and_no_client_shared_memory_by_default(repo: Path) -> None:
+    settings = parse(["--model-repository", str(repo)])
+    assert (settings.cache_size_bytes, settings.cache_ttl_secs) == (0, 0.0)
+    assert (settings.allow_client_shm, settings.max_shm_regions, settings.max_shm_bytes) == (False, 128, 0)
+
+
+def test_cache_config_in_tritons_spelling(repo: Path) -> None:
+    settings = parse(["--model-repository", str(repo), "--cache-config", "local,size=1048576", "--cache-config", "local,ttl_secs=2.5"])
+    assert (settings.cache_size_bytes, settings.cache_ttl_secs) == (1048576, 2.5)
+
+
+def test_cache_config_from_the_environment_split_at_commas(repo: Path) -> None:
+    settings = parse(["--model-repository", str(repo)], {"ORTSERVE_CACHE_CONFIG": "local,size=4096,ttl_secs=1"})
+    assert (settings.cache_size_bytes, settings.cache_ttl_secs) == (4096, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("size=10", "No cache specified. --cache-config option format is <cache name>,<setting>=<value>. Got size=10"),
+        ("redis,size=10", "--cache-config 'redis,size=10': ortserve has only the 'local' cache"),
+        ("local,size=big", "--cache-config 'local,size=big': 'big' is not a number"),
+        ("local,colour=blue", "--cache-config 'local,colour=blue': unknown local cache setting 'colour' (supported: size, ttl_secs)"),
+        ("local,ttl_secs=1", "--cache-config local needs size=<bytes> > 0"),
+        ("local,size=0", "--cache-config local needs size=<bytes> > 0"),
+    ],
+    ids=["no-cache-name", "other-cache", "not-a-number", "unknown-setting", "no-size", "zero-size"],
+)
+def test_bad_cache_config_is_one_line(repo: Path, capsys: pytest.CaptureFixture[str], value: str, message: str) -> None:
+    assert error_line(capsys, ["--model-repository", str(repo), "--cache-config", value]) == f"ortserve: error: {message}"
+
+
+def test_client_shared_memory_flags(repo: Path) -> None:
+    settings = parse(["--model-repository", str(repo), "--allow-client-shm", "--max-shm-regions", "4", "--max-shm-bytes", "1024"])
+    assert (settings.allow_client_shm, settings.max_shm_regions, settings.max_shm_bytes) == (True, 4, 1024)
+    assert parse(["--model-repository", str(repo)], {"ORTSERVE_ALLOW_CLIENT_SHM": "true"}).allow_client_shm is True

@@ -185,41 +185,49 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         await self._service.unload_model(request.model_name, unload_dependents)
         return pb.RepositoryModelUnloadResponse()
 
-    # ---- Triton extensions ortserve does not implement -------------------------------------
+    # ---- system shared memory (Triton's extension) ------------------------------------------
 
     @mapped_errors
     async def SystemSharedMemoryStatus(
         self, request: pb.SystemSharedMemoryStatusRequest, context: Ctx
     ) -> pb.SystemSharedMemoryStatusResponse:
-        raise InferenceService.unsupported("shared_memory")
+        return convert.shared_memory_status_to_pb(self._service.system_shared_memory_status(request.name))
 
     @mapped_errors
     async def SystemSharedMemoryRegister(
         self, request: pb.SystemSharedMemoryRegisterRequest, context: Ctx
     ) -> pb.SystemSharedMemoryRegisterResponse:
-        raise InferenceService.unsupported("shared_memory")
+        self._service.register_system_shared_memory(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
 
     @mapped_errors
     async def SystemSharedMemoryUnregister(
         self, request: pb.SystemSharedMemoryUnregisterRequest, context: Ctx
     ) -> pb.SystemSharedMemoryUnregisterResponse:
-        raise InferenceService.unsupported("shared_memory")
+        self._service.unregister_system_shared_memory(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    # ---- CUDA shared memory: nothing can be registered, so status and unregister are trivial ---
 
     @mapped_errors
     async def CudaSharedMemoryStatus(self, request: pb.CudaSharedMemoryStatusRequest, context: Ctx) -> pb.CudaSharedMemoryStatusResponse:
-        raise InferenceService.unsupported("shared_memory")
+        self._service.cuda_shared_memory_status(request.name)
+        return pb.CudaSharedMemoryStatusResponse()
 
     @mapped_errors
     async def CudaSharedMemoryRegister(
         self, request: pb.CudaSharedMemoryRegisterRequest, context: Ctx
     ) -> pb.CudaSharedMemoryRegisterResponse:
-        raise InferenceService.unsupported("shared_memory")
+        raise InferenceService.unsupported("cuda_shared_memory")
 
     @mapped_errors
     async def CudaSharedMemoryUnregister(
         self, request: pb.CudaSharedMemoryUnregisterRequest, context: Ctx
     ) -> pb.CudaSharedMemoryUnregisterResponse:
-        raise InferenceService.unsupported("shared_memory")
+        self._service.unregister_cuda_shared_memory(request.name)
+        return pb.CudaSharedMemoryUnregisterResponse()
+
+    # ---- Triton extensions ortserve does not implement -------------------------------------
 
     @mapped_errors
     async def TraceSetting(self, request: pb.TraceSettingRequest, context: Ctx) -> pb.TraceSettingResponse:
