@@ -14,11 +14,13 @@ import pytest
 from scripts import onnx_models
 from server.errors import ErrorCode, FailureReason, ServerError
 from server.observability.statistics import ModelStats, RequestTiming
+from server.proto import model_config_pb2 as mc
 from server.runtime.instance import ModelInstance
 from server.scheduling.batch_policy import BatchingRule
 from server.scheduling.batcher import DynamicBatcher
 from server.scheduling.caching_scheduler import CachingScheduler
 from server.scheduling.execution import BatchLayout
+from server.scheduling.factory import create_scheduler
 from server.scheduling.job import InferenceJob
 from server.scheduling.queue_policy import PriorityPolicy, QueuePolicy
 from server.scheduling.response_cache import CacheSettings, ResponseCache
@@ -213,3 +215,19 @@ def test_closing_drains_then_drops_the_versions_entries_and_refuses_new_jobs() -
         assert refused.value.code is ErrorCode.UNAVAILABLE
 
     run(scenario)
+
+
+def test_the_factory_puts_the_cache_in_front_only_when_both_server_and_config_enable_it() -> None:
+    async def scenario() -> None:
+        instances = [instance(onnx_models.add_constant("FP32", ["batch", 4], 1.0).SerializeToString(), "m_0")]
+        enabled, disabled = mc.ModelConfig(name="m", max_batch_size=8), mc.ModelConfig(name="m", max_batch_size=8)
+        enabled.response_cache.enable = True
+        cache = ResponseCache(CacheSettings(1024))
+        try:
+            assert isinstance(create_scheduler(enabled, instances, ModelStats(), cache, 1), CachingScheduler)
+            assert isinstance(create_scheduler(disabled, instances, ModelStats(), cache, 1), DynamicBatcher)
+            assert isinstance(create_scheduler(enabled, instances, ModelStats(), None, 1), DynamicBatcher)
+        finally:
+            instances[0].close()
+
+    asyncio.run(scenario())
