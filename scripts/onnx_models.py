@@ -209,3 +209,16 @@ def ragged_sum() -> onnx.ModelProto:
         initializers,
         name="ragged_sum",
     )
+
+
+def row_sum(datatype: str = "FP32") -> onnx.ModelProto:
+    """x [batch, n] → sum [batch, 1]: a large input and a tiny output, so a benchmark of moving
+    the input (loadtest/bench_cache_shm.py) is not a benchmark of sending the output back."""
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    return _model(
+        [helper.make_node("ReduceSum", ["x", "axes"], ["sum"], keepdims=1)],
+        [tensor("x", datatype, ["batch", "n"])],
+        [tensor("sum", datatype, ["batch", 1])],
+        [axes],
+        name="row_sum",
+    )
