@@ -23,6 +23,7 @@ from loadtest import perf_analyzer
 from scripts import onnx_models
 from scripts.harness import Metrics, ServerProcess, wait_until
 from tests.integration.slow_work import EXECUTING, ONE_INSTANCE, PENDING, echo_input, rows_lasting, until_premise_holds
+from tests.integration.test_perf_analyzer import CONTRACT_ARGS
 from tests.repository_builder import write_model
 
 CACHED = "response_cache { enable: true }"
@@ -221,7 +222,7 @@ def test_identical_requests_missing_at_the_same_time_run_once(cached_server: Ser
 
 
 def test_perf_analyzer_reports_cache_hits(cached_server: ServerProcess, perf_analyzer_env: dict[str, str]) -> None:
-    args = [*perf_analyzer.QUICK_ARGS, "--concurrency-range", "2", "--shape", "INPUT0:16"]
+    args = [*CONTRACT_ARGS, "--concurrency-range", "2", "--shape", "INPUT0:16"]
     run = perf_analyzer.run("cached", cached_server.grpc_url, args, 90.0, perf_analyzer_env)
     failure = f"{run.describe()}\n--- server log ---\n{cached_server.log()[-4000:]}"
     assert run.returncode == 0, failure

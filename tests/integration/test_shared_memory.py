@@ -23,6 +23,7 @@ from loadtest import perf_analyzer
 from scripts import onnx_models
 from scripts.harness import ServerProcess
 from tests.integration.slow_work import MAX_ROWS, ONE_INSTANCE, Blocker, rows_lasting, until_premise_holds
+from tests.integration.test_perf_analyzer import CONTRACT_ARGS
 from tests.repository_builder import IDENTITY_DATATYPES, write_model
 
 Client = grpcclient.InferenceServerClient | httpclient.InferenceServerClient
@@ -319,7 +320,7 @@ def test_perf_analyzer_with_system_shared_memory(
     shm_server: ServerProcess, perf_analyzer_env: dict[str, str], model: str, protocol: str
 ) -> None:
     url = shm_server.grpc_url if protocol == "grpc" else shm_server.http_url
-    args = [*perf_analyzer.QUICK_ARGS, "--shared-memory", "system", "--concurrency-range", "2", "-i", protocol]
+    args = [*CONTRACT_ARGS, "--shared-memory", "system", "--concurrency-range", "2", "-i", protocol]
     run = perf_analyzer.run(model, url, args, 120.0, perf_analyzer_env)
     failure_text = f"{run.describe()}\n--- server log ---\n{shm_server.log()[-4000:]}"
     assert run.returncode == 0, failure_text
