@@ -76,6 +76,11 @@ INSTANCE_EXECUTION_DURATION = Family(
     "ortserve_instance_execution_duration_us", "counter", "Cumulative time each model instance spent running ONNX Runtime, in microseconds"
 )
 INSTANCE_EXECUTION_COUNT = Family("ortserve_instance_execution_count", "counter", "Number of batches each model instance ran")
+BATCH_DELAY = Family(
+    "ortserve_batch_queue_delay_us",
+    "gauge",
+    "Current max queue delay of the dynamic batcher in microseconds (tuned online under ortserve.target_latency_p99_ms)",
+)
 
 # ---- histograms per model version (ortserve's), in VersionHistograms order -------------------
 REQUEST_SECONDS = Family(

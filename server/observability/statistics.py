@@ -68,6 +68,9 @@ class ModelStats:
     instances: dict[str, DurationStat] = field(default_factory=dict)
     # Optional latency histograms fed by the same events (None when histograms are off).
     histograms: HistogramSink | None = None
+    # The dynamic batcher's current max queue delay (tuned under a latency target); None when
+    # the version's batcher does not merge requests.
+    batch_delay_ns: int | None = None
 
     def record_success(self, timing: RequestTiming, batch_size: int, done_ns: int) -> None:
         self.success.add(done_ns - timing.received_ns)

@@ -59,7 +59,7 @@ def build_session_options(config: mc.ModelConfig, default_intra_op_threads: int)
     for key, value in params.items():
         if key.startswith("session."):
             options.add_session_config_entry(key, value)
-        elif key not in _KNOWN_KEYS:
+        elif key not in _KNOWN_KEYS and not key.startswith("ortserve."):  # ortserve.* are read elsewhere
             log.info("model '%s': parameter '%s' is not an ONNX Runtime setting; ignored", config.name, key)
     return options
 

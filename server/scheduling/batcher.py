@@ -26,6 +26,7 @@ import itertools
 import logging
 import math
 from collections import deque
+from dataclasses import replace
 
 from server.errors import ErrorCode, FailureReason, ServerError
 from server.observability.statistics import ModelStats
@@ -33,6 +34,7 @@ from server.runtime.instance import ModelInstance
 from server.scheduling.base import Scheduler
 from server.scheduling.batch_policy import BatchingRule, Dispatch, WaitUntil, form_batch
 from server.scheduling.clock import Clock, MonotonicClock
+from server.scheduling.delay_controller import DelayController, fruitful_wait
 from server.scheduling.execution import BatchLayout, execute_batches
 from server.scheduling.job import InferenceJob
 from server.scheduling.ordering import OrderedRelease
@@ -56,6 +58,7 @@ class DynamicBatcher(Scheduler):
         stats: ModelStats,
         preserve_ordering: bool = False,
         clock: Clock | None = None,
+        delay: DelayController | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._rule = rule
@@ -72,6 +75,13 @@ class DynamicBatcher(Scheduler):
         self._drained = asyncio.Event()
         self._closing = False
         self._executing = 0
+        # Batching to a latency target: the controller owns the queue delay (None: the config's).
+        self._delay = delay
+        # The head an idle instance is held back for: (job, when the wait began, its deadline).
+        self._held: tuple[InferenceJob, int, int] | None = None
+        if delay is not None:
+            self._rule = replace(rule, max_queue_delay_ns=delay.delay_ns)
+        stats.batch_delay_ns = self._rule.max_queue_delay_ns if rule.merges else None
 
     @property
     def pending_count(self) -> int:
@@ -148,16 +158,34 @@ class DynamicBatcher(Scheduler):
             decision = form_batch(jobs, now, rule)
             if isinstance(decision, WaitUntil):
                 wait_until = decision.deadline_ns
+                if self._delay is not None and (self._held is None or self._held[0] is not jobs[0]):
+                    self._held = (jobs[0], now, wait_until)
                 break
             if not isinstance(decision, Dispatch):
                 break
             batch, jobs = jobs[: decision.count], jobs[decision.count :]
             self._queue.remove(batch)
+            if self._held is not None and self._held[0] is batch[0]:
+                self._end_wait(batch, now)
             self._dispatch(self._idle.popleft(), [batch])
         if self._release is not None:
             self._release.flush()
         wakeups = [t for t in (wait_until, self._queue.next_expiry_ns()) if t]
         return min(wakeups) if wakeups else None
+
+    def _end_wait(self, batch: list[InferenceJob], now: int) -> None:
+        assert self._delay is not None and self._held is not None
+        _, wait_start, deadline = self._held
+        self._held = None
+        self._delay.wait_ended(fruitful_wait([job.enqueued_ns for job in batch[1:]], wait_start, deadline, now))
+
+    def _observe_latencies(self, jobs: list[InferenceJob]) -> None:
+        """Feed the delay controller one executed batch's queue + compute times."""
+        assert self._delay is not None
+        done = jobs[0].timing.output_done_ns
+        if self._delay.batch_done([done - job.timing.enqueued_ns for job in jobs], self._clock.now_ns()):
+            self._rule = replace(self._rule, max_queue_delay_ns=self._delay.delay_ns)
+            self._stats.batch_delay_ns = self._delay.delay_ns
 
     def _arm_timer(self, at_ns: int | None) -> None:
         """Keep one timer at the earliest instant a decision could change (None = no timer)."""
@@ -206,6 +234,8 @@ class DynamicBatcher(Scheduler):
         self._executing -= len(jobs)
         if error is None:
             self._stats.record_execution(sum(job.rows for job in jobs), jobs[0].timing, instance.name)
+            if self._delay is not None:
+                self._observe_latencies(jobs)
             for job in jobs:
                 self._settle(job, None)
         else:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from server.model_config.batch_inputs import batch_input_specs
+from server.model_config.latency_target import latency_target_ms
 from server.observability.statistics import ModelStats
 from server.proto import model_config_pb2 as mc
 from server.runtime.instance import ModelInstance
 from server.scheduling.base import Scheduler
 from server.scheduling.batch_policy import BatchingRule
 from server.scheduling.batcher import DynamicBatcher
+from server.scheduling.clock import MonotonicClock
+from server.scheduling.delay_controller import DelayController, DelayTarget
 from server.scheduling.execution import BatchLayout
 from server.scheduling.queue_policy import PriorityPolicy
 
@@ -17,13 +20,23 @@ def create_scheduler(config: mc.ModelConfig, instances: list[ModelInstance], sta
     """Must be called on the event loop (the batcher binds to the running loop).
 
     Every model gets a DynamicBatcher; without dynamic_batching (or with max_batch_size 0) it
-    does not merge requests, but queueing, cancellation and statistics work the same.
+    does not merge requests, but queueing, cancellation and statistics work the same. With
+    ``ortserve.target_latency_p99_ms`` its queue delay is tuned online (delay_controller.py).
     """
+    rule = BatchingRule.from_config(config)
     return DynamicBatcher(
-        rule=BatchingRule.from_config(config),
+        rule=rule,
         priority=PriorityPolicy.from_config(config),
         instances=instances,
         layout=BatchLayout(tuple(output.name for output in config.output), batch_input_specs(config)),
         stats=stats,
         preserve_ordering=config.dynamic_batching.preserve_ordering,
+        delay=_delay_controller(config, rule),
     )
+
+
+def _delay_controller(config: mc.ModelConfig, rule: BatchingRule) -> DelayController | None:
+    target_ms = latency_target_ms(config)
+    if target_ms is None:
+        return None
+    return DelayController(DelayTarget.for_target(target_ms, rule.max_queue_delay_ns), started_ns=MonotonicClock().now_ns())
