@@ -17,6 +17,7 @@ from server.frontends.http.server import ConnectionLimits, HttpSite, build_http_
 from server.lifecycle.manager import ModelManager
 from server.observability.metrics import render_inference_metrics, render_latency_histograms
 from server.observability.system_metrics import SystemMetrics
+from server.observability.trace_setup import build_tracer
 from server.service import InferenceService
 from server.service.inflight import InflightBudget, default_budget_bytes
 from server.settings import ModelControlMode, Settings
@@ -65,7 +66,10 @@ class App:
         self.system_metrics = SystemMetrics(cpu=settings.allow_cpu_metrics, gpu=settings.allow_gpu_metrics)
         self.manager = ModelManager(settings)
         budget = InflightBudget(settings.max_inflight_bytes or default_budget_bytes())
-        self.service = InferenceService(self.manager, settings.strict_readiness, settings.server_id, settings.model_control_mode, budget)
+        self.tracer = build_tracer(settings.trace, settings.server_id)
+        self.service = InferenceService(
+            self.manager, settings.strict_readiness, settings.server_id, settings.model_control_mode, budget, self.tracer
+        )
         self._stop = asyncio.Event()
         self._grpc: GrpcFrontend | None = None
         self._sites: list[HttpSite] = []
@@ -157,7 +161,16 @@ class App:
         for site in self._sites:
             await site.stop()
         await self.manager.close(drain_timeout_secs=max(0.0, deadline - time.monotonic()))
+        await self._close_tracer(max(0.0, deadline - time.monotonic()))
         log.info("ortserve stopped")
+
+    async def _close_tracer(self, timeout_secs: float) -> None:
+        """Write the traces still held (Triton's file is closed now) within what is left of the exit timeout."""
+        self.tracer.retire_all()
+        closing = asyncio.ensure_future(asyncio.to_thread(self.tracer.close))
+        done, _ = await asyncio.wait({closing}, timeout=timeout_secs)
+        if not done:
+            log.warning("trace output not fully written before the exit timeout")
 
 
 async def serve(settings: Settings) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from server.observability.trace_options import DeprecatedTraceFlags, parse_trace_options
 from server.settings import DEFAULT_MAX_INPUT_BYTES, LogFormat, ModelControlMode, Settings, SettingsError
 
 ENV_PREFIX = "ORTSERVE_"
@@ -52,6 +53,28 @@ class _Repeatable(argparse._AppendAction):
         if getattr(namespace, self.dest, None) is self.default:
             setattr(namespace, self.dest, None)
         super().__call__(parser, namespace, values, option_string)
+
+
+class _SemicolonRepeatable(argparse.Action):
+    """Repeatable like _Repeatable, but its environment twin separates values with ';' (the
+    values themselves hold commas, e.g. ``triton,file=/tmp/t.json``)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        current = getattr(namespace, self.dest, None)
+        entries = [] if current is None or current is self.default else list(current)
+        setattr(namespace, self.dest, [*entries, values])
+
+
+def _semicolon_list(value: list[str] | str | None) -> list[str]:
+    if isinstance(value, str):  # from the environment
+        return [entry for entry in value.split(";") if entry]
+    return value or []
 
 
 def env_name(flag: str) -> str:
@@ -131,7 +154,23 @@ def build_parser() -> OneLineParser:
     p.add_argument(
         "--metrics-config", action="append", default=None, help="histogram_latencies=true|false (ortserve_* histograms, default true)"
     )
+    _add_trace_flags(p)
     return p
+
+
+def _add_trace_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trace-config",
+        action=_SemicolonRepeatable,
+        default=None,
+        help="[<mode>,]<setting>=<value> (Triton's): level=TIMESTAMPS, rate=N, count=N, mode=triton|opentelemetry, "
+        "triton,file=PATH, triton,log-frequency=N, opentelemetry,url=URL, opentelemetry,resource=KEY=VALUE (repeatable)",
+    )
+    # Triton's deprecated spellings of the same settings; --trace-config wins over them.
+    p.add_argument("--trace-file", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--trace-level", action=_Repeatable, default=None, help=argparse.SUPPRESS)
+    for name in ("--trace-rate", "--trace-count", "--trace-log-frequency"):
+        p.add_argument(name, default=None, help=argparse.SUPPRESS)
 
 
 def _apply_environment(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
@@ -237,6 +276,10 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
             http_idle_timeout_secs=args.http_idle_timeout_secs,
             http_body_timeout_secs=args.http_body_timeout_secs,
             max_inflight_bytes=args.max_inflight_bytes,
+            trace=parse_trace_options(
+                _semicolon_list(args.trace_config),
+                DeprecatedTraceFlags(args.trace_file, args.trace_level or [], args.trace_rate, args.trace_count, args.trace_log_frequency),
+            ),
         )
     except SettingsError as exc:
         parser.error(str(exc))

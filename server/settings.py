@@ -18,6 +18,26 @@ class LogFormat(enum.Enum):
     JSON = "json"
 
 
+class TraceMode(enum.Enum):
+    TRITON = "triton"
+    OPENTELEMETRY = "opentelemetry"
+
+
+@dataclass(frozen=True, slots=True)
+class TraceOptions:
+    """``--trace-config`` (Triton's flag, parsed by observability/trace_options.py): the global
+    trace setting at start, and the mode's own settings. The file is only ever set here."""
+
+    timestamps: bool = False  # level=TIMESTAMPS; False is level OFF
+    rate: int = 1000
+    count: int = -1
+    log_frequency: int = 0
+    file: str = ""
+    mode: TraceMode = TraceMode.TRITON
+    otel_url: str = "http://localhost:4318/v1/traces"
+    otel_resource: tuple[tuple[str, str], ...] = ()
+
+
 class SettingsError(ValueError):
     """A setting that cannot work; the message is shown to the user as is."""
 
@@ -80,6 +100,7 @@ class Settings:
     http_body_timeout_secs: float = 60.0
     # Request bytes held at once, queued or running (0 = a quarter of the memory limit).
     max_inflight_bytes: int = 0
+    trace: TraceOptions = TraceOptions()
 
     def __post_init__(self) -> None:
         if not self.model_repositories:

@@ -102,7 +102,7 @@ class DynamicBatcher(Scheduler):
         if self._idle and not self._queue and not self._release and not self._rule.max_queue_delay_ns:
             # Nothing waits and nothing could join it: run at once, skipping the queue's bookkeeping.
             job.sequence = next(self._sequence)
-            self._dispatch(self._idle.popleft(), [[job]])
+            self._dispatch(self._idle.popleft(), [[job]], job.enqueued_ns)
             return
         self._queue.admit(job, self._clock.now_ns())
         job.sequence = next(self._sequence)
@@ -153,7 +153,7 @@ class DynamicBatcher(Scheduler):
                 share = min(MAX_RUN_LIST, math.ceil(len(jobs) / len(self._idle)))
                 taken, jobs = jobs[:share], jobs[share:]
                 self._queue.remove(taken)
-                self._dispatch(self._idle.popleft(), [[job] for job in taken])
+                self._dispatch(self._idle.popleft(), [[job] for job in taken], now)
                 continue
             decision = form_batch(jobs, now, rule)
             if isinstance(decision, WaitUntil):
@@ -167,7 +167,7 @@ class DynamicBatcher(Scheduler):
             self._queue.remove(batch)
             if self._held is not None and self._held[0] is batch[0]:
                 self._end_wait(batch, now)
-            self._dispatch(self._idle.popleft(), [batch])
+            self._dispatch(self._idle.popleft(), [batch], now)
         if self._release is not None:
             self._release.flush()
         wakeups = [t for t in (wait_until, self._queue.next_expiry_ns()) if t]
@@ -208,7 +208,8 @@ class DynamicBatcher(Scheduler):
 
     # ---- execution ---------------------------------------------------------------------------
 
-    def _dispatch(self, instance: ModelInstance, batches: list[list[InferenceJob]]) -> None:
+    def _dispatch(self, instance: ModelInstance, batches: list[list[InferenceJob]], formed_ns: int) -> None:
+        """Hand ``batches`` (formed at ``formed_ns``) to ``instance``'s thread."""
         loop, layout = self._loop, self._layout
         handed = sum(len(batch) for batch in batches)
         self._executing += handed
@@ -219,7 +220,7 @@ class DynamicBatcher(Scheduler):
             answered += len(jobs)
             # RuntimeError: the loop is gone (process exiting) and nobody waits any more.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._batch_done, instance, jobs, error)
+                loop.call_soon_threadsafe(self._batch_done, instance, jobs, error, formed_ns)
 
         def work() -> None:
             execute_batches(instance, batches, layout, report)
@@ -229,18 +230,23 @@ class DynamicBatcher(Scheduler):
 
         instance.post(work)
 
-    def _batch_done(self, instance: ModelInstance, jobs: list[InferenceJob], error: Exception | None) -> None:
+    def _batch_done(self, instance: ModelInstance, jobs: list[InferenceJob], error: Exception | None, formed_ns: int) -> None:
         """On the loop: answer the jobs of one executed batch."""
         self._executing -= len(jobs)
+        rows = sum(job.rows for job in jobs)
         if error is None:
-            self._stats.record_execution(sum(job.rows for job in jobs), jobs[0].timing, instance.name)
+            self._stats.record_execution(rows, jobs[0].timing, instance.name)
             if self._delay is not None:
                 self._observe_latencies(jobs)
             for job in jobs:
+                if job.trace is not None:
+                    job.trace.batched(formed_ns, rows, jobs)
                 self._settle(job, None)
         else:
             log.warning("batch of %d failed on %s: %s", len(jobs), instance.name, error)
             for job in jobs:
+                if job.trace is not None:
+                    job.trace.batched(formed_ns, rows, jobs)
                 self._settle(job, ServerError(ErrorCode.INTERNAL, str(error), FailureReason.BACKEND))
 
     def _instance_free(self, instance: ModelInstance, skipped: int) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 
 from server.errors import ServerError
 from server.observability.statistics import RequestTiming
+from server.observability.tracing import RequestTrace
 
 
 @dataclass(slots=True, eq=False)
@@ -42,6 +43,8 @@ class InferenceJob:
     # Arrival order within the scheduler (used to release responses in order).
     sequence: int = 0
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    # Set when this request is traced (the batcher tells it which batch it ran in).
+    trace: RequestTrace | None = None
 
     @property
     def enqueued_ns(self) -> int:

@@ -12,6 +12,7 @@ import numpy as np
 from server.errors import FailureReason, ServerError
 from server.lifecycle.servable import Servable
 from server.observability.statistics import RequestTiming
+from server.observability.tracing import RequestTrace
 from server.scheduling.job import InferenceJob
 from server.service.classification import top_classes
 from server.service.inflight import InflightBudget
@@ -51,7 +52,9 @@ class InferenceHandle:
             await asyncio.wait({self._job.future})
 
 
-def admit(servable: Servable, request: InferRequest, budget: InflightBudget, received_ns: int) -> InferenceHandle:
+def admit(
+    servable: Servable, request: InferRequest, budget: InflightBudget, received_ns: int, trace: RequestTrace | None = None
+) -> InferenceHandle:
     """Check, then reserve, then decode, then queue: a request that is refused (bad, too large a
     batch, full queue, over the in-flight budget) costs no tensor decoding. Raises ServerError."""
     params = scheduling_parameters(request.parameters)
@@ -71,6 +74,7 @@ def admit(servable: Servable, request: InferRequest, budget: InflightBudget, rec
             timeout_us=params.timeout_us,
             deadline_ns=int(request.deadline * 1e9) if request.deadline is not None else 0,
             source_shapes=plan.source_shapes,
+            trace=trace,
         )
         servable.scheduler.submit(job)
     except BaseException:
@@ -81,20 +85,34 @@ def admit(servable: Servable, request: InferRequest, budget: InflightBudget, rec
 
 def outcome(handle: InferenceHandle) -> InferResponse:
     """The response of a done request, recording its statistics. Raises its ServerError, or
-    CancelledError if it was withdrawn."""
+    CancelledError if it was withdrawn. A traced request's response carries its trace, for the
+    frontend to finish once encoded; a failed one's trace is finished here."""
     servable, request, job = handle._servable, handle._request, handle._job
     stats = servable.stats
     if job.future.cancelled():
         stats.record_failure(FailureReason.CANCELED, job.timing.received_ns, monotonic_ns())
+        if job.trace is not None:
+            end_trace(job.trace, job.timing, "request cancelled")
         raise asyncio.CancelledError()
     error = job.future.exception()
     if error is not None:
         reason = error.reason if isinstance(error, ServerError) else FailureReason.OTHER
         stats.record_failure(reason, job.timing.received_ns, monotonic_ns())
+        if job.trace is not None:
+            end_trace(job.trace, job.timing, error.message if isinstance(error, ServerError) else str(error))
         raise error
     response = build_response(servable, request, job.output_names, job.future.result(), job.rows)
     stats.record_success(job.timing, job.rows, monotonic_ns())
+    if job.trace is not None:
+        job.trace.request_ended(job.timing)
+        response.trace = job.trace
     return response
+
+
+def end_trace(trace: RequestTrace, timing: RequestTiming, error: str) -> None:
+    """A traced request failed: its trace ends now, without a response to encode."""
+    trace.request_ended(timing, error)
+    trace.finish()
 
 
 def build_response(

@@ -473,8 +473,6 @@ def test_repository_request_mistakes(server: ServerProcess) -> None:
         ("GET", "/v2/systemsharedmemory/status", "shared memory is not supported by ortserve; send tensors in the request"),
         ("POST", "/v2/cudasharedmemory/region/r/register", "shared memory is not supported by ortserve; send tensors in the request"),
         ("POST", "/v2/systemsharedmemory/unregister", "shared memory is not supported by ortserve; send tensors in the request"),
-        ("GET", "/v2/trace/setting", "the trace extension is not supported by ortserve"),
-        ("POST", "/v2/models/simple/trace/setting", "the trace extension is not supported by ortserve"),
         ("GET", "/v2/logging", "the logging extension is not supported by ortserve"),
     ],
 )

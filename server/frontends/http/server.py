@@ -20,6 +20,7 @@ from server.frontends.http.metadata import metadata_routes
 from server.frontends.http.openapi import openapi_routes
 from server.frontends.http.repository import repository_routes
 from server.frontends.http.status import HTTP_STATUS
+from server.frontends.http.trace import trace_routes
 from server.frontends.http.transfer import BODY_TIMEOUT
 from server.frontends.http.unsupported import unsupported_routes
 from server.observability.logging import ThrottledLog
@@ -63,6 +64,7 @@ def build_http_app(service: InferenceService, max_input_bytes: int = 2**31 - 1, 
     app.add_routes(metadata_routes(service))
     app.add_routes(infer_routes(service, max_input_bytes))
     app.add_routes(repository_routes(service, max_input_bytes))
+    app.add_routes(trace_routes(service))
     app.add_routes(unsupported_routes())
     app.add_routes(openapi_routes())
     return app
