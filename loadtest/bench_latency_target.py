@@ -42,6 +42,7 @@ class Sample:
     p50_ms: float
     p99_ms: float
     avg_batch: float | None
+    delay_us: float | None  # the queue delay in force when the run ended
 
 
 def build_repository(root: Path) -> None:
@@ -51,7 +52,7 @@ def build_repository(root: Path) -> None:
         (root / name / "config.pbtxt").write_text(config + "\n")
 
 
-def measure(url: str, model: str, concurrency: int, interval_ms: int) -> Sample | None:
+def measure(url: str, metrics_url: str, model: str, concurrency: int, interval_ms: int) -> Sample | None:
     reader = StatsReader(url, model)
     before = reader.read()
     args = ["--concurrency-range", str(concurrency), "--measurement-interval", str(interval_ms)]
@@ -64,7 +65,7 @@ def measure(url: str, model: str, concurrency: int, interval_ms: int) -> Sample 
         return None
     point = run.points[0]
     batch = difference(before, after, 0).avg_batch if before and after else None
-    return Sample(point.throughput, point.p50_us / 1000, point.p99_us / 1000, batch)
+    return Sample(point.throughput, point.p50_us / 1000, point.p99_us / 1000, batch, queue_delay_us(metrics_url, model))
 
 
 def queue_delay_us(metrics_url: str, model: str) -> float | None:
@@ -103,19 +104,20 @@ def main() -> None:
         with ortserve(root / "repo", ["--metrics-port", str(metrics_port)], "latency-target", root) as server:
             rows = []
             for concurrency, baseline in ((64, "mlp_nodelay"), (1, "mlp_plain")):
-                measures = {name: _bound(server.grpc_url, name, concurrency, options.interval_ms) for name in ("mlp_target", baseline)}
+                metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+                measures = {
+                    name: _bound(server.grpc_url, metrics_url, name, concurrency, options.interval_ms) for name in ("mlp_target", baseline)
+                }
                 results = interleaved(measures, options.rounds)
                 for name, samples in results.items():
                     rows.append([f"{name} c={concurrency}", median(samples, "throughput"), median(samples, "p50_ms")])
-                    rows[-1] += [median(samples, "p99_ms"), median(samples, "avg_batch"), len(samples)]
+                    rows[-1] += [median(samples, "p99_ms"), median(samples, "avg_batch"), median(samples, "delay_us"), len(samples)]
                 summarize(concurrency, results["mlp_target"], results[baseline])
-            print(table(["run", "infer/s", "p50 ms", "p99 ms", "avg batch", "runs"], rows))
-            delay = queue_delay_us(f"http://127.0.0.1:{metrics_port}/metrics", "mlp_target")
-            print(f"queue delay mlp_target holds after the c=1 runs: {delay} µs")
+            print(table(["run", "infer/s", "p50 ms", "p99 ms", "avg batch", "delay µs", "runs"], rows))
 
 
-def _bound(url: str, model: str, concurrency: int, interval_ms: int) -> Callable[[], Sample | None]:
-    return lambda: measure(url, model, concurrency, interval_ms)
+def _bound(url: str, metrics_url: str, model: str, concurrency: int, interval_ms: int) -> Callable[[], Sample | None]:
+    return lambda: measure(url, metrics_url, model, concurrency, interval_ms)
 
 
 def summarize(concurrency: int, target: list[Sample], baseline: list[Sample]) -> None:
