@@ -34,7 +34,7 @@ from server.runtime.instance import ModelInstance
 from server.scheduling.base import Scheduler
 from server.scheduling.batch_policy import BatchingRule, Dispatch, WaitUntil, form_batch
 from server.scheduling.clock import Clock, MonotonicClock
-from server.scheduling.delay_controller import DelayController, fruitful_wait
+from server.scheduling.delay_controller import DelayController, wait_joins
 from server.scheduling.execution import BatchLayout, execute_batches
 from server.scheduling.job import InferenceJob
 from server.scheduling.ordering import OrderedRelease
@@ -177,7 +177,7 @@ class DynamicBatcher(Scheduler):
         assert self._delay is not None and self._held is not None
         _, wait_start, deadline = self._held
         self._held = None
-        self._delay.wait_ended(fruitful_wait([job.enqueued_ns for job in batch[1:]], wait_start, deadline, now))
+        self._delay.wait_ended(*wait_joins([job.enqueued_ns for job in batch[1:]], wait_start, deadline, now))
 
     def _observe_latencies(self, jobs: list[InferenceJob]) -> None:
         """Feed the delay controller one executed batch's queue + compute times."""

@@ -7,11 +7,13 @@ function of the window and the current delay (Clipper's additive-increase / mult
 decrease, applied to the delay instead of the batch size):
 
 1. The window's p99 of queue + compute time is over the target: halve the delay.
-2. An idle instance was held back for a batch to grow (the delay bound) in the window: if at
-   least half of those waits were fruitful — the batch filled up before the delay ran out, or a
-   request joined in the second half of the wait — add one step; otherwise halve. Waiting that
-   gathers nothing late is latency spent for nothing: with two clients whose requests arrive
-   together, the wait after the pair only delays them.
+2. An idle instance was held back for a batch to grow (the delay bound) in the window: add one
+   step if requests kept joining late in those waits — at least half as many joined in the
+   second half of a wait (a batch that filled up before the delay ran out counts as one) as in
+   the first — otherwise halve. Requests that arrive at random join both halves alike, so a
+   longer wait gathers more, however short the delay is now; requests that arrive together join
+   at once, and the rest of the wait only delays them (two clients whose requests arrive as a
+   pair); a wait nobody joins (a lone client) is latency spent for nothing.
 3. Nothing waited (the delay did not bind): add one step if requests shared batches (they queue
    behind busy instances, so a longer wait may gather more), else halve — every request ran
    alone, as a lone client's do, and a delay would only add to its latency.
@@ -56,9 +58,11 @@ class Window:
     p99_ns: int
     requests: int
     batches: int
-    # Batches an idle instance was held back for, and those of them that gathered late or filled up.
+    # Batches an idle instance was held back for, and the requests that joined them in the first and
+    # in the second half of the wait (a batch that filled up before its deadline adds one late join).
     waits: int = 0
-    fruitful_waits: int = 0
+    early_joins: int = 0
+    late_joins: int = 0
 
 
 def next_delay(current_ns: int, window: Window, target: DelayTarget) -> int:
@@ -67,9 +71,14 @@ def next_delay(current_ns: int, window: Window, target: DelayTarget) -> int:
         return current_ns
     if window.p99_ns > target.target_ns:
         return _decrease(current_ns, target)
-    # Did holding instances back pay? Where nothing waited: did requests share batches?
-    grow = 2 * window.fruitful_waits >= window.waits if window.waits else window.requests > window.batches
+    grow = _kept_gathering(window) if window.waits else window.requests > window.batches
     return min(target.ceiling_ns, current_ns + target.step_ns) if grow else _decrease(current_ns, target)
+
+
+def _kept_gathering(window: Window) -> bool:
+    """Whether the waits kept gathering requests until late (where nothing waited, the caller asks
+    instead whether requests shared batches)."""
+    return window.late_joins > 0 and 2 * window.late_joins >= window.early_joins
 
 
 def _decrease(current_ns: int, target: DelayTarget) -> int:
@@ -77,13 +86,13 @@ def _decrease(current_ns: int, target: DelayTarget) -> int:
     return lowered if lowered >= target.step_ns else 0
 
 
-def fruitful_wait(joined_ns: list[int], wait_start_ns: int, deadline_ns: int, dispatched_ns: int) -> bool:
-    """Whether holding an instance back for a batch paid: it filled up before ``deadline_ns``, or
-    a request joined (``joined_ns``: enqueue instants) in the second half of the wait."""
-    if dispatched_ns < deadline_ns:
-        return True
+def wait_joins(joined_ns: list[int], wait_start_ns: int, deadline_ns: int, dispatched_ns: int) -> tuple[int, int]:
+    """(early, late): the requests that joined a held-back batch (``joined_ns``: their enqueue
+    instants) in the first and in the second half of the wait; one more late if the batch filled
+    up before ``deadline_ns``."""
     midpoint = wait_start_ns + (deadline_ns - wait_start_ns) // 2
-    return any(joined >= midpoint for joined in joined_ns)
+    late = sum(1 for joined in joined_ns if joined >= midpoint)
+    return len(joined_ns) - late, late + (dispatched_ns < deadline_ns)
 
 
 def p99(samples: list[int]) -> int:
@@ -102,12 +111,14 @@ class DelayController:
     _latencies: list[int] = field(default_factory=list)
     _batches: int = 0
     _waits: int = 0
-    _fruitful: int = 0
+    _early: int = 0
+    _late: int = 0
 
-    def wait_ended(self, fruitful: bool) -> None:
-        """A batch that an idle instance was held back for was dispatched."""
+    def wait_ended(self, early: int, late: int) -> None:
+        """A batch that an idle instance was held back for was dispatched (``wait_joins``)."""
         self._waits += 1
-        self._fruitful += fruitful
+        self._early += early
+        self._late += late
 
     def batch_done(self, latencies_ns: list[int], now_ns: int) -> bool:
         """One executed batch: each request's queue + compute time. True when the window closed
@@ -116,8 +127,8 @@ class DelayController:
         self._batches += 1
         if len(self._latencies) < self.target.window_requests and now_ns - self.started_ns < self.target.window_ns:
             return False
-        window = Window(p99(self._latencies), len(self._latencies), self._batches, self._waits, self._fruitful)
-        self._latencies, self._batches, self._waits, self._fruitful = [], 0, 0, 0
+        window = Window(p99(self._latencies), len(self._latencies), self._batches, self._waits, self._early, self._late)
+        self._latencies, self._batches, self._waits, self._early, self._late = [], 0, 0, 0, 0
         self.started_ns = now_ns
         previous, self.delay_ns = self.delay_ns, next_delay(self.delay_ns, window, self.target)
         return self.delay_ns != previous
