@@ -123,6 +123,9 @@ def build_parser() -> OneLineParser:
         "--max-inflight-bytes", type=int, default=0, help="request bytes held at once, queued or running (0 = a quarter of memory)"
     )
     p.add_argument("--metrics-interval-ms", type=int, default=2000, help="how often CPU/GPU gauges are sampled")
+    p.add_argument("--sample-capture-dir", type=Path, default=None, help="keep real request inputs here, per model (off by default)")
+    p.add_argument("--sample-capture-count", type=int, default=256, help="requests kept per model (default 256)")
+    p.add_argument("--sample-capture-bytes", type=int, default=64 * 2**20, help="bytes kept per model (default 64 MiB)")
     p.add_argument(
         "--metrics-config", action="append", default=None, help="histogram_latencies=true|false (ortserve_* histograms, default true)"
     )
@@ -231,6 +234,9 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
             http_idle_timeout_secs=args.http_idle_timeout_secs,
             http_body_timeout_secs=args.http_body_timeout_secs,
             max_inflight_bytes=args.max_inflight_bytes,
+            sample_capture_dir=args.sample_capture_dir,
+            sample_capture_count=args.sample_capture_count,
+            sample_capture_bytes=args.sample_capture_bytes,
         )
     except SettingsError as exc:
         parser.error(str(exc))

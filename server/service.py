@@ -25,6 +25,7 @@ from server.repository.manager import ModelManager, parse_version
 from server.repository.model_version import ServingVersion
 from server.request_inputs import check_request_strings, decode_inputs, requested_output_names, validate_inputs
 from server.request_parameters import scheduling_parameters
+from server.sample_capture import SampleCapture
 from server.scheduling.job import InferenceJob
 from server.settings import ModelControlMode
 from server.types import (
@@ -62,8 +63,10 @@ class InferenceService:
         server_id: str = "ortserve",
         control_mode: ModelControlMode = ModelControlMode.NONE,
         budget: InflightBudget | None = None,
+        capture: SampleCapture | None = None,
     ) -> None:
         self._manager = manager
+        self._capture = capture
         self._budget = budget or InflightBudget(default_budget_bytes())
         self._control_mode = control_mode
         self._strict_readiness = strict_readiness
@@ -263,6 +266,8 @@ class InferenceService:
                 source_shapes=plan.source_shapes,
             )
             serving.scheduler.submit(job)
+            if self._capture is not None:  # --sample-capture-dir: keep this request's inputs (bounded, never blocks)
+                self._capture.offer(serving.name, serving.config, job.feeds)
         except BaseException:
             self._budget.release(request.size_bytes)
             raise
