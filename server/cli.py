@@ -55,7 +55,9 @@ def env_name(flag: str) -> str:
 
 
 def build_parser() -> OneLineParser:
-    p = OneLineParser(prog="ortserve", description="Serve ONNX models over Triton's gRPC/HTTP protocol.")
+    p = OneLineParser(
+        prog="ortserve", description="Serve ONNX models over Triton's gRPC/HTTP protocol (see also: ortserve optimize --help)."
+    )
     p.add_argument("--model-repository", "--model-store", action=_Repeatable, help="repository path (repeatable)")
     p.add_argument("--host", default="0.0.0.0", help="address every port binds to")
     p.add_argument("--http-port", type=int, default=8000)
@@ -250,6 +252,11 @@ def _disable_onnxruntime_telemetry() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["optimize"]:  # a subcommand of its own, in this process, never in a server
+        from server.optimize.command import main as optimize
+
+        return optimize(arguments[1:])
     # Imported here so `ortserve --help` and flag errors stay fast.
     import uvloop
 
@@ -257,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from server.observability.logging import configure_logging
     from server.repository.layout import DuplicateModelError
 
-    settings = parse_settings(sys.argv[1:] if argv is None else argv)
+    settings = parse_settings(arguments)
     configure_logging(settings.log_format, settings.log_verbose)
     _disable_onnxruntime_telemetry()
     try:
