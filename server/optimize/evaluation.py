@@ -108,4 +108,6 @@ def _hint(method: str, op: str, node: str) -> str:
         return f"keep it in FP32 with --fp32-ops {op}"
     if op == "ConvInteger":
         return "quantize Conv with int8-static instead, or keep Conv in FP32 with --op-types MatMul,Gemm"
-    return f"leave that node out with --exclude-nodes {node}" if node else f"leave {op} out with --op-types"
+    if node:
+        return f"keep that node in FP32 with --exclude-nodes {node}"
+    return f"keep {op} in FP32: list the op types to quantize with --op-types, without {op}"

@@ -15,7 +15,7 @@ from server.optimize import accuracy, dependencies, report, samples
 from server.optimize.cpu import read_cpu_info
 from server.optimize.evaluation import Bench, Evaluation, accuracy_of, evaluate, run_all
 from server.optimize.failure import EXIT_GATE_FAILED, EXIT_WRITTEN, OptimizeError
-from server.optimize.gate import GateResult
+from server.optimize.gate import GateResult, parse_thresholds
 from server.optimize.methods import AUTO_METHODS, MethodOptions, MethodSpec, parse_method, produce
 from server.optimize.source import SourceVersion, locate, next_version
 from server.optimize.speed import open_session
@@ -37,7 +37,7 @@ class Request:
     to_version: int | None = None
     samples_path: Path | None = None
     random: samples.RandomSpec = field(default_factory=lambda: samples.RandomSpec(count=32, low=0.0, high=1.0, shapes={}))
-    thresholds: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    thresholds: dict[str, dict[str, float | None]] = field(default_factory=lambda: parse_thresholds([]))
     keep_failed: bool = False
     batch_sizes: tuple[int, ...] = ()  # () = 1 and the max batch size (capped at 32)
     runs: int = 50
@@ -67,23 +67,22 @@ def optimize(request: Request) -> Outcome:
     version = next_version(request.model_dir, request.to_version)
     data = samples.load_samples(source, request.samples_path, request.random)
     calibrating = request.method.name in ("int8-static", "auto")
-    calibration, evaluation = samples.split(data) if calibrating else (data.feeds, data.feeds)
+    calibration, evaluation = samples.split(data) if calibrating else ([], data.feeds)
     bench = _bench(request, source, data, evaluation)
-    cpu = read_cpu_info()
     facts = report.RunFacts(
-        source,
-        data,
-        _count(calibration, data) if calibrating else 0,
-        _count(evaluation, data),
-        cpu,
-        request.provider,
-        request.threads,
-        request.runs,
-        request.method.label,
+        source=source,
+        samples=data,
+        calibration_count=_count(calibration, data),
+        evaluation_count=_count(evaluation, data),
+        cpu=read_cpu_info(),
+        provider=request.provider,
+        threads=request.threads,
+        runs=request.runs,
+        method=request.method.label,
         notes=_source_notes(source),
     )
     options = MethodOptions(
-        cpu=cpu,
+        cpu=facts.cpu,
         calibration=samples.grouped(calibration, source.batching, _run_rows(source)),
         calibration_method=request.calibration_method,
         per_channel=request.per_channel,
@@ -94,14 +93,21 @@ def optimize(request: Request) -> Outcome:
     )
     with tempfile.TemporaryDirectory(prefix="ortserve-optimize-") as workdir:
         chosen, gate = _run_methods(request, source, Path(workdir), options, bench, facts)
-        passed = chosen is not None and gate.passed
-        written = None
-        if chosen is not None and (passed or request.keep_failed):
-            facts.version = version
-            built = report.build(facts, chosen, gate)
-            written = write_version(source.model_dir, version, chosen.candidate.path, source.filename, built)
-        else:
-            built = report.build(facts, chosen, gate)
+        return _finish(request, source, version, facts, chosen, gate)
+
+
+def _finish(
+    request: Request, source: SourceVersion, version: int, facts: report.RunFacts, chosen: Evaluation | None, gate: GateResult
+) -> Outcome:
+    """Write the version when the gate passed (or --keep-failed); the report says which."""
+    passed = chosen is not None and gate.passed
+    written = None
+    if chosen is not None and (passed or request.keep_failed):
+        facts.version = version
+        built = report.build(facts, chosen, gate)
+        written = write_version(source.model_dir, version, chosen.candidate.path, source.filename, built)
+    else:
+        built = report.build(facts, chosen, gate)
     return Outcome(built, EXIT_WRITTEN if passed else EXIT_GATE_FAILED, written)
 
 
@@ -128,6 +134,8 @@ def _require_packages(method: MethodSpec) -> None:
 def _bench(request: Request, source: SourceVersion, data: samples.Samples, evaluation: list[samples.Feeds]) -> Bench:
     """The source session, its outputs on the evaluation samples, and the timing inputs."""
     session = open_session(source.model_path, source.config, request.threads, request.provider)
+    if request.provider not in session.get_providers():
+        raise OptimizeError(f"--provider {request.provider} is not available here (available: {', '.join(session.get_providers())})")
     batches = samples.grouped(evaluation, source.batching, _run_rows(source))
     reference = run_all(session, batches, f"model '{source.name}' version {source.version}")
     unknown = sorted(request.class_outputs - set(reference))
@@ -143,7 +151,7 @@ def _bench(request: Request, source: SourceVersion, data: samples.Samples, evalu
         reference=reference,
         class_outputs=accuracy.class_like_outputs(reference, source.labelled_outputs(), set(request.class_outputs)),
         timing_feeds={size: samples.batch_of(data.feeds, size, source.batching) for size in sizes},
-        thresholds=request.thresholds or {"*": {}},
+        thresholds=request.thresholds,
         threads=request.threads,
         provider=request.provider,
         runs=request.runs,
@@ -202,15 +210,14 @@ def _choose(results: list[Evaluation], facts: report.RunFacts) -> tuple[Evaluati
 
 def _note_slower(result: Evaluation, facts: report.RunFacts) -> None:
     """Say plainly when the result is slower than what it replaces on this execution provider."""
-    slower = [p for p in result.speed if p.speedup < 1.0]
-    if len(slower) == len(result.speed):
+    if all(p.speedup < 1.0 for p in result.speed):
         ratios = ", ".join(f"{p.speedup:.2f}x at batch {p.batch}" for p in result.speed)
-        reason = (
-            " (ONNX Runtime's CPU kernels compute most FP16 ops by casting to FP32 and back; FP16 pays off on GPUs)"
-            if result.candidate.method == "fp16" and facts.provider == "CPUExecutionProvider"
-            else ""
+        facts.notes.append(f"{result.candidate.method} runs slower than the source on {facts.provider} here: {ratios}")
+    if result.candidate.method == "fp16" and facts.provider == "CPUExecutionProvider":
+        facts.notes.append(
+            "ONNX Runtime's CPU provider has no FP16 kernels for most ops: it inserts casts and computes in FP32, "
+            "so FP16 halves the file, not the time; it pays off on GPUs"
         )
-        facts.notes.append(f"{result.candidate.method} runs slower than the source on {facts.provider} here: {ratios}{reason}")
 
 
 def _count(feeds: list[samples.Feeds], data: samples.Samples) -> int:

@@ -116,7 +116,7 @@ def test_a_missing_kernel_is_named_with_what_to_do(tmp_path: Path) -> None:
     message = explain_load_failure("int8-static", str(error.value), "CPUExecutionProvider")
 
     assert message.startswith("int8-static: ONNX Runtime's CPUExecutionProvider has no kernel for Relu (opset ")
-    assert message.endswith("leave Relu out with --op-types")
+    assert message.endswith("keep Relu in FP32: list the op types to quantize with --op-types, without Relu")
     assert "ConvInteger" in explain_load_failure(
         "int8-dynamic", "Could not find an implementation for ConvInteger(10) node with name 'conv1_quant'", "CPUExecutionProvider"
     )

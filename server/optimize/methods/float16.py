@@ -16,7 +16,7 @@ from server.optimize.methods import Candidate, MethodOptions
 def convert_float16(source: Path, model_name: str, workdir: Path, options: MethodOptions) -> Candidate:
     """Raises OptimizeError when the model has no FP32 tensor to convert or the converter fails."""
     model = onnx.load(str(source))
-    if not any(tensor.data_type == onnx.TensorProto.FLOAT for tensor in model.graph.initializer):
+    if not _has_float_weights(model.graph):
         raise OptimizeError(f"fp16: model '{model_name}' has no FP32 weights to convert")
     blocked = list(float16.DEFAULT_OP_BLOCK_LIST) + list(options.fp32_ops)
     with warnings.catch_warnings():
@@ -30,3 +30,11 @@ def convert_float16(source: Path, model_name: str, workdir: Path, options: Metho
     onnx.save(converted, str(output))
     settings: dict[str, object] = {"keep_io_types": True, "fp32_ops": sorted(set(options.fp32_ops))}
     return Candidate(output, "fp16", settings)
+
+
+def _has_float_weights(graph: onnx.GraphProto) -> bool:
+    """FP32 initializers, or FP32 Constant nodes (exporters such as Paddle2ONNX use those)."""
+    if any(tensor.data_type == onnx.TensorProto.FLOAT for tensor in graph.initializer):
+        return True
+    constants = (a.t for node in graph.node if node.op_type == "Constant" for a in node.attribute if a.name == "value")
+    return any(tensor.data_type == onnx.TensorProto.FLOAT for tensor in constants)
