@@ -59,22 +59,33 @@ def simple() -> onnx.ModelProto:
 
 def mlp(widths: tuple[int, ...] = (256, 1024, 1024, 10), seed: int = 0) -> onnx.ModelProto:
     """A ReLU multilayer perceptron: FP32 input [batch, 256] → output [batch, 10]."""
+    return mlp_from(mlp_weights(widths, seed))
+
+
+def mlp_weights(widths: tuple[int, ...], seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Seeded (weight [fan_in, fan_out], bias [fan_out]) per layer, scaled by 1/sqrt(fan_in)."""
     rng = np.random.default_rng(seed)
+    layers = []
+    for fan_in, fan_out in itertools.pairwise(widths):
+        weight = (rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)).astype(np.float32)
+        layers.append((weight, (rng.standard_normal(fan_out) * 0.01).astype(np.float32)))
+    return layers
+
+
+def mlp_from(layers: list[tuple[np.ndarray, np.ndarray]]) -> onnx.ModelProto:
+    """The ReLU MLP with these weights: MatMul + Add per layer, ReLU between layers."""
     nodes, initializers = [], []
     current = "input"
-    for layer, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
-        weight = (rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)).astype(np.float32)
-        bias = (rng.standard_normal(fan_out) * 0.01).astype(np.float32)
+    for layer, (weight, bias) in enumerate(layers):
         initializers += [numpy_helper.from_array(weight, f"w{layer}"), numpy_helper.from_array(bias, f"b{layer}")]
-        last = layer == len(widths) - 2
+        last = layer == len(layers) - 1
         nodes.append(helper.make_node("MatMul", [current, f"w{layer}"], [f"mm{layer}"]))
         nodes.append(helper.make_node("Add", [f"mm{layer}", f"b{layer}"], ["output" if last else f"pre{layer}"]))
         if not last:
             nodes.append(helper.make_node("Relu", [f"pre{layer}"], [f"act{layer}"]))
             current = f"act{layer}"
-    return _model(
-        nodes, [tensor("input", "FP32", ["batch", widths[0]])], [tensor("output", "FP32", ["batch", widths[-1]])], initializers, "mlp"
-    )
+    inputs, outputs = layers[0][0].shape[0], layers[-1][0].shape[1]
+    return _model(nodes, [tensor("input", "FP32", ["batch", inputs])], [tensor("output", "FP32", ["batch", outputs])], initializers, "mlp")
 
 
 def identity(datatype: str, dims: Dims, input_name: str = "INPUT0", output_name: str = "OUTPUT0") -> onnx.ModelProto:
