@@ -19,6 +19,7 @@ from server.observability.metrics import render_inference_metrics, render_latenc
 from server.observability.system_metrics import SystemMetrics
 from server.service import InferenceService
 from server.service.inflight import InflightBudget, default_budget_bytes
+from server.service.sample_capture import SampleCapture
 from server.settings import ModelControlMode, Settings
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,10 @@ class App:
         self.system_metrics = SystemMetrics(cpu=settings.allow_cpu_metrics, gpu=settings.allow_gpu_metrics)
         self.manager = ModelManager(settings)
         budget = InflightBudget(settings.max_inflight_bytes or default_budget_bytes())
-        self.service = InferenceService(self.manager, settings.strict_readiness, settings.server_id, settings.model_control_mode, budget)
+        self.capture = _sample_capture(settings)
+        self.service = InferenceService(
+            self.manager, settings.strict_readiness, settings.server_id, settings.model_control_mode, budget, self.capture
+        )
         self._stop = asyncio.Event()
         self._grpc: GrpcFrontend | None = None
         self._sites: list[HttpSite] = []
@@ -157,7 +161,15 @@ class App:
         for site in self._sites:
             await site.stop()
         await self.manager.close(drain_timeout_secs=max(0.0, deadline - time.monotonic()))
+        if self.capture is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.capture.close)
         log.info("ortserve stopped")
+
+
+def _sample_capture(settings: Settings) -> SampleCapture | None:
+    if settings.sample_capture_dir is None:
+        return None
+    return SampleCapture(settings.sample_capture_dir, settings.sample_capture_count, settings.sample_capture_bytes)
 
 
 async def serve(settings: Settings) -> None:

@@ -59,7 +59,9 @@ def env_name(flag: str) -> str:
 
 
 def build_parser() -> OneLineParser:
-    p = OneLineParser(prog="ortserve", description="Serve ONNX models over Triton's gRPC/HTTP protocol.")
+    p = OneLineParser(
+        prog="ortserve", description="Serve ONNX models over Triton's gRPC/HTTP protocol (see also: ortserve optimize --help)."
+    )
     p.add_argument("--model-repository", "--model-store", action=_Repeatable, help="repository path (repeatable)")
     p.add_argument("--host", default="0.0.0.0", help="address every port binds to")
     p.add_argument("--http-port", type=int, default=8000)
@@ -128,6 +130,9 @@ def build_parser() -> OneLineParser:
         "--max-inflight-bytes", type=int, default=0, help="request bytes held at once, queued or running (0 = a quarter of memory)"
     )
     p.add_argument("--metrics-interval-ms", type=int, default=2000, help="how often CPU/GPU gauges are sampled")
+    p.add_argument("--sample-capture-dir", type=Path, default=None, help="keep real request inputs here, per model (off by default)")
+    p.add_argument("--sample-capture-count", type=int, default=256, help="requests kept per model (default 256)")
+    p.add_argument("--sample-capture-bytes", type=int, default=64 * 2**20, help="bytes kept per model (default 64 MiB)")
     p.add_argument(
         "--metrics-config", action="append", default=None, help="histogram_latencies=true|false (ortserve_* histograms, default true)"
     )
@@ -237,6 +242,9 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
             http_idle_timeout_secs=args.http_idle_timeout_secs,
             http_body_timeout_secs=args.http_body_timeout_secs,
             max_inflight_bytes=args.max_inflight_bytes,
+            sample_capture_dir=args.sample_capture_dir,
+            sample_capture_count=args.sample_capture_count,
+            sample_capture_bytes=args.sample_capture_bytes,
         )
     except SettingsError as exc:
         parser.error(str(exc))
@@ -250,6 +258,11 @@ def _disable_onnxruntime_telemetry() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["optimize"]:  # a subcommand of its own, in this process, never in a server
+        from server.optimize.command import main as optimize
+
+        return optimize(arguments[1:])
     # Imported here so `ortserve --help` and flag errors stay fast.
     import uvloop
 
@@ -257,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from server.errors import ServerError
     from server.observability.logging import configure_logging
 
-    settings = parse_settings(sys.argv[1:] if argv is None else argv)
+    settings = parse_settings(arguments)
     configure_logging(settings.log_format, settings.log_verbose)
     _disable_onnxruntime_telemetry()
     try:

@@ -80,6 +80,10 @@ class Settings:
     http_body_timeout_secs: float = 60.0
     # Request bytes held at once, queued or running (0 = a quarter of the memory limit).
     max_inflight_bytes: int = 0
+    # Keep real request inputs for `ortserve optimize --samples` (server/service/sample_capture.py); off when None.
+    sample_capture_dir: Path | None = None
+    sample_capture_count: int = 256  # requests per model
+    sample_capture_bytes: int = 64 * 2**20  # bytes per model
 
     def __post_init__(self) -> None:
         if not self.model_repositories:
@@ -111,6 +115,8 @@ class Settings:
         timeouts = (self.grpc_handshake_timeout_secs, self.http_idle_timeout_secs, self.http_body_timeout_secs)
         if min(timeouts) <= 0 or self.grpc_max_connection_idle_secs < 0:
             raise SettingsError("connection timeouts must be > 0 (--grpc-max-connection-idle-secs: >= 0, 0 = never)")
+        if self.sample_capture_count < 0 or self.sample_capture_bytes < 0:
+            raise SettingsError("--sample-capture-count and --sample-capture-bytes must be >= 0")
         if self.metrics_interval_ms < 1:
             raise SettingsError("--metrics-interval-ms must be >= 1")
         if self.exit_timeout_secs < 0:

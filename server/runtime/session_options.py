@@ -30,6 +30,7 @@ _KNOWN_KEYS = frozenset(
         "enable_mem_arena",
         "enable_mem_pattern",
         "memory.enable_memory_arena_shrinkage",
+        "sample_capture_count",  # server/service/sample_capture.py, not ONNX Runtime's, but known
     }
 )
 

@@ -20,6 +20,7 @@ from server.service.inference import InferenceHandle, admit, outcome
 from server.service.inflight import InflightBudget, default_budget_bytes
 from server.service.load_request import parse_load_request, split_load_parameters
 from server.service.request_inputs import check_request_strings
+from server.service.sample_capture import SampleCapture
 from server.service.statistics import version_statistics
 from server.settings import ModelControlMode
 from server.types import InferRequest, InferResponse, ModelIndexEntry, ModelMetadata, ModelStatistics, ServerMetadata, TensorMetadata
@@ -44,8 +45,10 @@ class InferenceService:
         server_id: str = "ortserve",
         control_mode: ModelControlMode = ModelControlMode.NONE,
         budget: InflightBudget | None = None,
+        capture: SampleCapture | None = None,
     ) -> None:
         self._manager = manager
+        self._capture = capture
         self._budget = budget or InflightBudget(default_budget_bytes())
         self._control_mode = control_mode
         self._strict_readiness = strict_readiness
@@ -215,7 +218,7 @@ class InferenceService:
         check_request_strings(request)
         servable = self._manager.get(request.model_name, request.model_version)
         try:
-            handle = admit(servable, request, self._budget, received_ns)
+            handle = admit(servable, request, self._budget, received_ns, self._capture)
         except ServerError as error:
             servable.stats.record_failure(error.reason, received_ns, monotonic_ns())
             raise

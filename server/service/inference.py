@@ -17,6 +17,7 @@ from server.service.classification import top_classes
 from server.service.inflight import InflightBudget
 from server.service.request_inputs import decode_inputs, requested_output_names, validate_inputs
 from server.service.request_parameters import scheduling_parameters
+from server.service.sample_capture import SampleCapture
 from server.types import InferOutput, InferRequest, InferResponse
 
 
@@ -51,7 +52,9 @@ class InferenceHandle:
             await asyncio.wait({self._job.future})
 
 
-def admit(servable: Servable, request: InferRequest, budget: InflightBudget, received_ns: int) -> InferenceHandle:
+def admit(
+    servable: Servable, request: InferRequest, budget: InflightBudget, received_ns: int, capture: SampleCapture | None = None
+) -> InferenceHandle:
     """Check, then reserve, then decode, then queue: a request that is refused (bad, too large a
     batch, full queue, over the in-flight budget) costs no tensor decoding. Raises ServerError."""
     params = scheduling_parameters(request.parameters)
@@ -73,6 +76,8 @@ def admit(servable: Servable, request: InferRequest, budget: InflightBudget, rec
             source_shapes=plan.source_shapes,
         )
         servable.scheduler.submit(job)
+        if capture is not None:  # --sample-capture-dir: keep this request's inputs (bounded, never blocks)
+            capture.offer(servable.name, servable.config, job.feeds)
     except BaseException:
         budget.release(request.size_bytes)
         raise

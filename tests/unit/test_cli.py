@@ -223,3 +223,27 @@ def test_duplicate_port_allowed_when_that_endpoint_is_off(repo: Path) -> None:
 )
 def test_invalid_settings(capsys: pytest.CaptureFixture[str], repo: Path, flags: list[str], expected: str) -> None:
     assert error_line(capsys, ["--model-repository", str(repo), *flags]) == f"ortserve: error: {expected}"
+
+
+def test_sample_capture_is_off_by_default_and_set_by_flag_or_environment(repo: Path, tmp_path: Path) -> None:
+    defaults = parse(["--model-repository", str(repo)])
+    assert (defaults.sample_capture_dir, defaults.sample_capture_count, defaults.sample_capture_bytes) == (None, 256, 64 * 2**20)
+    flagged = parse(["--model-repository", str(repo), "--sample-capture-dir", str(tmp_path / "c"), "--sample-capture-count", "5"])
+    assert (flagged.sample_capture_dir, flagged.sample_capture_count) == (tmp_path / "c", 5)
+    assert parse(["--model-repository", str(repo)], {"ORTSERVE_SAMPLE_CAPTURE_DIR": "/data/c"}).sample_capture_dir == Path("/data/c")
+
+
+def test_negative_sample_capture_bounds(capsys: pytest.CaptureFixture[str], repo: Path) -> None:
+    line = error_line(capsys, ["--model-repository", str(repo), "--sample-capture-count", "-1"])
+    assert line == "ortserve: error: --sample-capture-count and --sample-capture-bytes must be >= 0"
+
+
+def test_optimize_is_a_subcommand_and_its_flag_errors_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    from server.cli import main
+
+    assert main(["optimize", "/nonexistent/model", "--method", "nothing"]) == 1
+    methods = "int8-dynamic, int8-static, fp16, graph, prune:RATIO, auto"
+    assert capsys.readouterr().err == f"ortserve optimize: error: --method nothing: unknown method (methods: {methods})\n"
+    with pytest.raises(SystemExit) as caught:
+        main(["optimize", "--method", "graph"])  # no model directory
+    assert caught.value.code == 1
