@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from server.security.flags import add_security_flags, security_settings
 from server.settings import DEFAULT_MAX_INPUT_BYTES, LogFormat, ModelControlMode, Settings, SettingsError
 
 ENV_PREFIX = "ORTSERVE_"
@@ -126,6 +127,7 @@ def build_parser() -> OneLineParser:
     p.add_argument(
         "--metrics-config", action="append", default=None, help="histogram_latencies=true|false (ortserve_* histograms, default true)"
     )
+    add_security_flags(p, parse_bool)
     return p
 
 
@@ -231,6 +233,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
             http_idle_timeout_secs=args.http_idle_timeout_secs,
             http_body_timeout_secs=args.http_body_timeout_secs,
             max_inflight_bytes=args.max_inflight_bytes,
+            security=security_settings(args),
         )
     except SettingsError as exc:
         parser.error(str(exc))
@@ -243,7 +246,20 @@ def _disable_onnxruntime_telemetry() -> None:
     onnxruntime.disable_telemetry_events()
 
 
+def _encrypt_model(argv: Sequence[str]) -> int:
+    from server.security.encrypt_cli import main as encrypt_model_main
+
+    return encrypt_model_main(argv)
+
+
+# `ortserve <subcommand> ...`: anything else is the server's own flags.
+SUBCOMMANDS = {"encrypt-model": _encrypt_model}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]](argv[1:])
     # Imported here so `ortserve --help` and flag errors stay fast.
     import uvloop
 
@@ -251,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from server.observability.logging import configure_logging
     from server.repository.layout import DuplicateModelError
 
-    settings = parse_settings(sys.argv[1:] if argv is None else argv)
+    settings = parse_settings(argv)
     configure_logging(settings.log_format, settings.log_verbose)
     _disable_onnxruntime_telemetry()
     try:

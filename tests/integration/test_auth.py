@@ -1,0 +1,302 @@
+"""Bearer tokens against a real server: one principal per Triton API group, every gRPC method and
+HTTP route called with each token, without one and with a wrong one; grants narrowed by model
+globs through tritonclient; the failure metric; the audit log; the auth config reloading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from scripts import onnx_models
+from server.security.groups import GROUP_NAMES, HTTP_ENDPOINTS
+from tests.harness import Metrics, ServerProcess, free_port, wait_until
+from tests.integration.security_clients import (
+    ALLOWED,
+    DENIED,
+    UNAUTHENTICATED,
+    call_grpc,
+    call_http,
+    grpc_endpoints,
+    http_endpoints,
+)
+from tests.repository_builder import SIMPLE_CONFIG, write_model
+
+CREDENTIALS = [*GROUP_NAMES, "no-token", "wrong-token"]
+
+
+def token(name: str) -> str:
+    return f"token-for-{name}-{'x' * 16}"
+
+
+def principal(name: str, grants: dict[str, object]) -> dict[str, object]:
+    return {"name": name, "tokens": ["sha256:" + hashlib.sha256(token(name).encode()).hexdigest()], "grants": grants}
+
+
+def auth_document(extra: list[dict[str, object]] | None = None) -> dict[str, object]:
+    principals = [principal(group, {group: "*"}) for group in GROUP_NAMES]
+    principals.append(principal("fraud", {"inference": ["fraud-*"], "metadata": ["fraud-*"], "health": "*"}))
+    principals.append(principal("admin", {"*": "*"}))
+    return {"principals": principals + (extra or [])}
+
+
+class AuthServer:
+    def __init__(self, process: ServerProcess, health_port: int, auth_path: Path) -> None:
+        self.process, self.health_port, self.auth_path = process, health_port, auth_path
+
+    def metrics(self) -> Metrics:
+        import urllib.request
+
+        request = urllib.request.Request(self.process.metrics_url, headers=bearer("statistics"))
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return Metrics(response.read().decode())
+
+
+def bearer(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(name)}"}
+
+
+def start_auth_server(root: Path) -> tuple[ServerProcess, int, Path]:
+    repository = root / "models"
+    write_model(repository, "simple", onnx_models.simple(), SIMPLE_CONFIG)
+    write_model(repository, "fraud-mlp", onnx_models.mlp())
+    auth_path = root / "auth.json"
+    auth_path.write_text(json.dumps(auth_document()))
+    health_port = free_port()
+    args = [f"--auth-config={auth_path}", f"--http-health-port={health_port}", "--model-control-mode=explicit", "--load-model=*"]
+    process = ServerProcess([repository], args, log_path=root / "server.log").start(wait_for="")
+    process.wait_until(f"http://127.0.0.1:{health_port}/v2/health/ready", 60)
+    return process, health_port, auth_path
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
+    process, health_port, auth_path = start_auth_server(tmp_path_factory.mktemp("auth"))
+    with process:
+        yield AuthServer(process, health_port, auth_path)
+
+
+@pytest.fixture
+def quiet_auth_server(tmp_path: Path) -> Iterator[AuthServer]:
+    """A server of its own, so that no other test's refusals share its audit line budget."""
+    process, health_port, auth_path = start_auth_server(tmp_path)
+    with process:
+        yield AuthServer(process, health_port, auth_path)
+
+
+def expected(credential: str, group: str) -> str:
+    if credential in ("no-token", "wrong-token"):
+        return UNAUTHENTICATED
+    return ALLOWED if credential == group else DENIED
+
+
+def metadata_for(credential: str) -> tuple[tuple[str, str], ...]:
+    if credential == "no-token":
+        return ()
+    return (("authorization", f"Bearer {token(credential) if credential != 'wrong-token' else 'not-a-token'}"),)
+
+
+def headers_for(credential: str) -> dict[str, str]:
+    return {k.title(): v for k, v in metadata_for(credential)}
+
+
+def test_allow_deny_matrix_over_every_rpc_and_route(auth_server: AuthServer) -> None:
+    """Each principal reaches exactly its own group's endpoints; the failure metric counts each refusal."""
+    before = auth_server.metrics()
+    refusals: Counter[tuple[str, str, str]] = Counter()
+    mismatches, counts = [], Counter[str]()
+    with grpc.insecure_channel(auth_server.process.grpc_url) as channel:
+        for credential in CREDENTIALS:
+            for endpoint in grpc_endpoints():
+                got, want = call_grpc(channel, endpoint, metadata_for(credential)), expected(credential, endpoint.group.value)
+                counts[f"grpc {got}"] += 1
+                if got != want:
+                    mismatches.append(f"grpc {credential} {endpoint.name}: {got}, expected {want}")
+                if want != ALLOWED:
+                    refusals[("grpc", endpoint.group.value, _reason(credential))] += 1
+    for protocol, port, metrics_port in (
+        ("http", auth_server.process.http_port, False),
+        ("metrics", auth_server.process.metrics_port, True),
+    ):
+        for credential in CREDENTIALS:
+            for endpoint in http_endpoints(metrics_port):
+                (got, headers), want = (
+                    call_http(f"http://127.0.0.1:{port}", endpoint, headers_for(credential)),
+                    expected(credential, endpoint.group.value),
+                )
+                counts[f"{protocol} {got}"] += 1
+                if got != want:
+                    mismatches.append(f"{protocol} {credential} {endpoint.name}: {got}, expected {want}")
+                if want == UNAUTHENTICATED and not headers.get("WWW-Authenticate", "").startswith('Bearer realm="ortserve"'):
+                    mismatches.append(f"{protocol} {credential} {endpoint.name}: 401 without WWW-Authenticate: {headers}")
+                if want != ALLOWED:
+                    refusals[(protocol, endpoint.group.value, _reason(credential))] += 1
+    assert mismatches == []
+    print(f"\nallow/deny matrix: {dict(sorted(counts.items()))}")  # the figure the closing note quotes
+    assert counts["grpc allowed"] == len(grpc_endpoints())
+    assert counts["http allowed"] == len(http_endpoints(False))
+
+    after = auth_server.metrics()
+    for (protocol, group, reason), count in refusals.items():
+        labels = {"protocol": protocol, "group": group, "reason": reason}
+        assert after.value("ortserve_auth_failures", **labels) - before.value("ortserve_auth_failures", **labels) == count, labels
+    assert token("admin") not in auth_server.process.log() and "not-a-token" not in auth_server.process.log()
+
+
+def _reason(credential: str) -> str:
+    return {"no-token": "missing_credentials", "wrong-token": "invalid_token"}.get(credential, "not_granted")
+
+
+# ---- narrowed grants through tritonclient --------------------------------------------------------
+
+
+def mlp_inputs(module: object) -> list[object]:
+    inputs = [module.InferInput("input", [1, 256], "FP32")]  # type: ignore[attr-defined]
+    inputs[0].set_data_from_numpy(np.ones((1, 256), np.float32))
+    return inputs
+
+
+def simple_inputs(module: object) -> list[object]:
+    inputs = [module.InferInput(f"INPUT{i}", [1, 16], "INT32") for i in (0, 1)]  # type: ignore[attr-defined]
+    for item in inputs:
+        item.set_data_from_numpy(np.ones((1, 16), np.int32))
+    return inputs
+
+
+def test_grant_narrowed_to_a_model_glob_over_grpc(auth_server: AuthServer) -> None:
+    client = grpcclient.InferenceServerClient(auth_server.process.grpc_url)
+    headers = {"authorization": f"Bearer {token('fraud')}"}
+    assert client.infer("fraud-mlp", mlp_inputs(grpcclient), headers=headers).as_numpy("output").shape == (1, 10)
+    assert client.get_model_metadata("fraud-mlp", headers=headers).name == "fraud-mlp"
+    with pytest.raises(
+        InferenceServerException, match=r"PERMISSION_DENIED.*principal 'fraud' is not granted the 'inference' API on model 'simple'"
+    ):
+        client.infer("simple", simple_inputs(grpcclient), headers=headers)
+    with pytest.raises(InferenceServerException, match="PERMISSION_DENIED"):
+        client.get_model_config("fraud-mlp", headers=headers)  # model-config is not granted at all
+    with pytest.raises(InferenceServerException, match="UNAUTHENTICATED"):
+        client.infer("fraud-mlp", mlp_inputs(grpcclient))
+
+
+def test_grant_narrowed_to_a_model_glob_over_http(auth_server: AuthServer) -> None:
+    client = httpclient.InferenceServerClient(auth_server.process.http_url)
+    headers = {"Authorization": f"Bearer {token('fraud')}"}
+    assert client.infer("fraud-mlp", mlp_inputs(httpclient), headers=headers).as_numpy("output").shape == (1, 10)
+    with pytest.raises(InferenceServerException, match="not granted the 'inference' API on model 'simple'") as caught:
+        client.infer("simple", simple_inputs(httpclient), headers=headers)
+    assert caught.value.status() == "403"
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("fraud-mlp", mlp_inputs(httpclient), headers={"Authorization": "Bearer wrong"})
+    assert caught.value.status() == "401"
+
+
+def test_a_stream_is_checked_for_every_request(auth_server: AuthServer) -> None:
+    results: queue.Queue[object] = queue.Queue()
+    client = grpcclient.InferenceServerClient(auth_server.process.grpc_url)
+    client.start_stream(callback=lambda result, error: results.put(error or result), headers={"authorization": f"Bearer {token('fraud')}"})
+    client.async_stream_infer("fraud-mlp", mlp_inputs(grpcclient))
+    first = results.get(timeout=30)
+    assert not isinstance(first, Exception), first
+    client.async_stream_infer("simple", simple_inputs(grpcclient))
+    refused = results.get(timeout=30)
+    assert isinstance(refused, InferenceServerException) and "PERMISSION_DENIED" in str(refused), refused
+    client.stop_stream()
+
+
+# ---- audit ---------------------------------------------------------------------------------------
+
+
+def audit_entries(process: ServerProcess) -> list[dict[str, str]]:
+    return [json.loads(line.split(" audit ", 1)[1]) for line in process.log().splitlines() if "ortserve.audit: audit {" in line]
+
+
+def test_loads_and_unloads_are_audited_with_the_principal(quiet_auth_server: AuthServer) -> None:
+    auth_server = quiet_auth_server
+    client = grpcclient.InferenceServerClient(auth_server.process.grpc_url)
+    admin = {"authorization": f"Bearer {token('admin')}"}
+    before = auth_server.metrics()
+    client.load_model("simple", headers=admin)
+    with pytest.raises(InferenceServerException, match="PERMISSION_DENIED"):
+        client.unload_model("simple", headers={"authorization": f"Bearer {token('inference')}"})
+    http = httpclient.InferenceServerClient(auth_server.process.http_url)
+    with pytest.raises(InferenceServerException):
+        http.load_model("no-such-model", headers={"Authorization": f"Bearer {token('model-repository')}"})
+
+    def logged() -> list[dict[str, str]]:
+        return [e for e in audit_entries(auth_server.process) if e.get("action") in ("load", "unload")]
+
+    wait_until(lambda: len(logged()) >= 3, 30, "three audit lines")
+    entries = logged()[-3:]
+    assert {k: entries[0][k] for k in ("principal", "action", "model", "outcome", "protocol")} == {
+        "principal": "admin",
+        "action": "load",
+        "model": "simple",
+        "outcome": "ok",
+        "protocol": "grpc",
+    }
+    assert (entries[1]["principal"], entries[1]["action"], entries[1]["outcome"], entries[1]["reason"]) == (
+        "inference",
+        "unload",
+        "refused",
+        "not_granted",
+    )
+    assert (entries[2]["principal"], entries[2]["action"], entries[2]["model"]) == ("model-repository", "load", "no-such-model")
+    assert entries[2]["outcome"] == "error: HTTP 404"
+    after = auth_server.metrics()
+    assert (
+        after.value("ortserve_audit_events", action="load", outcome="ok")
+        - before.value("ortserve_audit_events", action="load", outcome="ok")
+        == 1
+    )
+    assert (
+        after.value("ortserve_audit_events", action="load", outcome="error")
+        - before.value("ortserve_audit_events", action="load", outcome="error")
+        == 1
+    )
+
+
+# ---- reloading -----------------------------------------------------------------------------------
+
+
+def test_auth_config_reloads_on_change_and_a_broken_one_keeps_the_last(auth_server: AuthServer) -> None:
+    client = grpcclient.InferenceServerClient(auth_server.process.grpc_url)
+    newcomer = {"authorization": f"Bearer {token('newcomer')}"}
+    with pytest.raises(InferenceServerException, match="UNAUTHENTICATED"):
+        client.is_server_live(headers=newcomer)
+    auth_server.auth_path.write_text(json.dumps(auth_document([principal("newcomer", {"health": "*"})])))
+
+    def newcomer_accepted() -> bool:
+        try:
+            return client.is_server_live(headers=newcomer)
+        except InferenceServerException:
+            return False
+
+    wait_until(newcomer_accepted, 30, "the new token is accepted")
+    errors = auth_server.metrics().value("ortserve_auth_config_reloads", outcome="error")
+    auth_server.auth_path.write_text('{"principals": [{"name": "broken"')
+    wait_until(
+        lambda: auth_server.metrics().value("ortserve_auth_config_reloads", outcome="error") == errors + 1, 30, "the broken file is seen"
+    )
+    assert client.is_server_live(headers=newcomer)  # the last good config stays in force
+    assert "auth config not reloaded, the previous one stays in force" in auth_server.process.log()
+    auth_server.auth_path.write_text(json.dumps(auth_document()))
+    wait_until(lambda: not newcomer_accepted(), 30, "the removed token is refused")
+
+
+def test_metrics_port_needs_the_statistics_grant(auth_server: AuthServer) -> None:
+    endpoint = HTTP_ENDPOINTS["GET /metrics"]
+    base = f"http://127.0.0.1:{auth_server.process.metrics_port}"
+    assert call_http(base, endpoint, {})[0] == UNAUTHENTICATED
+    assert call_http(base, endpoint, bearer("inference"))[0] == DENIED
+    assert call_http(base, endpoint, bearer("statistics"))[0] == ALLOWED
