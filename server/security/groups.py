@@ -19,6 +19,10 @@ from dataclasses import dataclass
 
 
 class ApiGroup(enum.Enum):
+    # Members are singletons compared by identity: hashing by identity is correct and, unlike
+    # Enum's own __hash__ (a Python call), free. Every call looks groups up in dicts.
+    __hash__ = object.__hash__
+
     HEALTH = "health"
     METADATA = "metadata"
     INFERENCE = "inference"

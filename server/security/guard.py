@@ -25,6 +25,8 @@ ANONYMOUS = "anonymous"
 
 
 class Protocol(enum.Enum):
+    __hash__ = object.__hash__  # see ApiGroup
+
     GRPC = "grpc"
     HTTP = "http"
     METRICS = "metrics"

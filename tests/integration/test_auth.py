@@ -5,49 +5,28 @@ globs through tritonclient; the failure metric; the audit log; the auth config r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import queue
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from loadtest.access_matrix import ALLOWED, DENIED, UNAUTHENTICATED, Target, call_http, group_principals, principal_entry, run_matrix, token
 from scripts import onnx_models
-from server.security.groups import GROUP_NAMES, HTTP_ENDPOINTS
+from server.security.groups import HTTP_ENDPOINTS
 from tests.harness import Metrics, ServerProcess, free_port, wait_until
-from tests.integration.security_clients import (
-    ALLOWED,
-    DENIED,
-    UNAUTHENTICATED,
-    call_grpc,
-    call_http,
-    grpc_endpoints,
-    http_endpoints,
-)
 from tests.repository_builder import SIMPLE_CONFIG, write_model
-
-CREDENTIALS = [*GROUP_NAMES, "no-token", "wrong-token"]
-
-
-def token(name: str) -> str:
-    return f"token-for-{name}-{'x' * 16}"
-
-
-def principal(name: str, grants: dict[str, object]) -> dict[str, object]:
-    return {"name": name, "tokens": ["sha256:" + hashlib.sha256(token(name).encode()).hexdigest()], "grants": grants}
 
 
 def auth_document(extra: list[dict[str, object]] | None = None) -> dict[str, object]:
-    principals = [principal(group, {group: "*"}) for group in GROUP_NAMES]
-    principals.append(principal("fraud", {"inference": ["fraud-*"], "metadata": ["fraud-*"], "health": "*"}))
-    principals.append(principal("admin", {"*": "*"}))
+    principals = group_principals()
+    principals.append(principal_entry("fraud", {"inference": ["fraud-*"], "metadata": ["fraud-*"], "health": "*"}))
+    principals.append(principal_entry("admin", {"*": "*"}))
     return {"principals": principals + (extra or [])}
 
 
@@ -95,67 +74,20 @@ def quiet_auth_server(tmp_path: Path) -> Iterator[AuthServer]:
         yield AuthServer(process, health_port, auth_path)
 
 
-def expected(credential: str, group: str) -> str:
-    if credential in ("no-token", "wrong-token"):
-        return UNAUTHENTICATED
-    return ALLOWED if credential == group else DENIED
-
-
-def metadata_for(credential: str) -> tuple[tuple[str, str], ...]:
-    if credential == "no-token":
-        return ()
-    return (("authorization", f"Bearer {token(credential) if credential != 'wrong-token' else 'not-a-token'}"),)
-
-
-def headers_for(credential: str) -> dict[str, str]:
-    return {k.title(): v for k, v in metadata_for(credential)}
-
-
 def test_allow_deny_matrix_over_every_rpc_and_route(auth_server: AuthServer) -> None:
     """Each principal reaches exactly its own group's endpoints; the failure metric counts each refusal."""
     before = auth_server.metrics()
-    refusals: Counter[tuple[str, str, str]] = Counter()
-    mismatches, counts = [], Counter[str]()
-    with grpc.insecure_channel(auth_server.process.grpc_url) as channel:
-        for credential in CREDENTIALS:
-            for endpoint in grpc_endpoints():
-                got, want = call_grpc(channel, endpoint, metadata_for(credential)), expected(credential, endpoint.group.value)
-                counts[f"grpc {got}"] += 1
-                if got != want:
-                    mismatches.append(f"grpc {credential} {endpoint.name}: {got}, expected {want}")
-                if want != ALLOWED:
-                    refusals[("grpc", endpoint.group.value, _reason(credential))] += 1
-    for protocol, port, metrics_port in (
-        ("http", auth_server.process.http_port, False),
-        ("metrics", auth_server.process.metrics_port, True),
-    ):
-        for credential in CREDENTIALS:
-            for endpoint in http_endpoints(metrics_port):
-                (got, headers), want = (
-                    call_http(f"http://127.0.0.1:{port}", endpoint, headers_for(credential)),
-                    expected(credential, endpoint.group.value),
-                )
-                counts[f"{protocol} {got}"] += 1
-                if got != want:
-                    mismatches.append(f"{protocol} {credential} {endpoint.name}: {got}, expected {want}")
-                if want == UNAUTHENTICATED and not headers.get("WWW-Authenticate", "").startswith('Bearer realm="ortserve"'):
-                    mismatches.append(f"{protocol} {credential} {endpoint.name}: 401 without WWW-Authenticate: {headers}")
-                if want != ALLOWED:
-                    refusals[(protocol, endpoint.group.value, _reason(credential))] += 1
-    assert mismatches == []
-    print(f"\nallow/deny matrix: {dict(sorted(counts.items()))}")  # the figure the closing note quotes
-    assert counts["grpc allowed"] == len(grpc_endpoints())
-    assert counts["http allowed"] == len(http_endpoints(False))
-
+    process = auth_server.process
+    result = run_matrix(Target(process.grpc_url, f"http://{process.http_url}", f"http://127.0.0.1:{process.metrics_port}"))
+    assert result.mismatches == []
+    print(f"\nallow/deny matrix: {result.calls} calls, {dict(sorted(result.counts.items()))}")
+    assert result.counts["grpc allowed"] == 23
+    assert result.counts["http allowed"] == len(HTTP_ENDPOINTS) - 1  # all but GET /metrics, on its own port
     after = auth_server.metrics()
-    for (protocol, group, reason), count in refusals.items():
+    for (protocol, group, reason), count in result.refusals.items():
         labels = {"protocol": protocol, "group": group, "reason": reason}
         assert after.value("ortserve_auth_failures", **labels) - before.value("ortserve_auth_failures", **labels) == count, labels
-    assert token("admin") not in auth_server.process.log() and "not-a-token" not in auth_server.process.log()
-
-
-def _reason(credential: str) -> str:
-    return {"no-token": "missing_credentials", "wrong-token": "invalid_token"}.get(credential, "not_granted")
+    assert token("admin") not in process.log() and "not-a-token" not in process.log()
 
 
 # ---- narrowed grants through tritonclient --------------------------------------------------------
@@ -274,7 +206,7 @@ def test_auth_config_reloads_on_change_and_a_broken_one_keeps_the_last(auth_serv
     newcomer = {"authorization": f"Bearer {token('newcomer')}"}
     with pytest.raises(InferenceServerException, match="UNAUTHENTICATED"):
         client.is_server_live(headers=newcomer)
-    auth_server.auth_path.write_text(json.dumps(auth_document([principal("newcomer", {"health": "*"})])))
+    auth_server.auth_path.write_text(json.dumps(auth_document([principal_entry("newcomer", {"health": "*"})])))
 
     def newcomer_accepted() -> bool:
         try:
@@ -300,3 +232,15 @@ def test_metrics_port_needs_the_statistics_grant(auth_server: AuthServer) -> Non
     assert call_http(base, endpoint, {})[0] == UNAUTHENTICATED
     assert call_http(base, endpoint, bearer("inference"))[0] == DENIED
     assert call_http(base, endpoint, bearer("statistics"))[0] == ALLOWED
+
+
+def test_unknown_paths_and_methods_answer_as_without_auth(auth_server: AuthServer) -> None:
+    """No route matched: aiohttp's own 404 / 405, before and without any credential check."""
+    import urllib.error
+    import urllib.request
+
+    for method, path, status in (("GET", "/v2/no/such/path", 404), ("DELETE", "/v2/health/live", 405)):
+        request = urllib.request.Request(f"http://{auth_server.process.http_url}{path}", method=method)
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=10)
+        assert caught.value.code == status, (method, path)

@@ -12,8 +12,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from loadtest.certificates import make_pki
 from tests.harness import REPO_ROOT, ServerProcess, free_port
-from tests.tls_certs import make_pki
 
 OPEN_WARNING = "the model repository API is open"
 

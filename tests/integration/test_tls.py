@@ -26,8 +26,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from loadtest import perf_analyzer
+from loadtest.certificates import Pki, make_pki
 from tests.harness import REPO_ROOT, ServerProcess, free_port, http_status
-from tests.tls_certs import Pki, make_pki
 
 
 @pytest.fixture(scope="module")

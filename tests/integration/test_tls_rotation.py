@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from loadtest.certificates import CertificateAuthority, Issued
 from tests.harness import REPO_ROOT, ServerProcess, free_port, wait_until
-from tests.tls_certs import CertificateAuthority, Issued
 
 DEADLINE_S = 30.0
 

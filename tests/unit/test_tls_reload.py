@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.certificates import CertificateAuthority
 from server.security.settings import TlsFiles
 from server.security.tls import ReloadingCertificate, TlsError, server_context
-from tests.tls_certs import CertificateAuthority
 
 
 def replace(path: Path, data: bytes) -> None:

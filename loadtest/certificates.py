@@ -1,7 +1,7 @@
-"""Certificates made at test time with ``cryptography``: a CA, server and client certificates
-signed by it (or by another CA), expired ones, and files in PEM for the server and the clients.
+"""Certificates made at run time with ``cryptography`` (the tests and loadtest.bench_security): a
+CA, server and client certificates signed by it (or by another CA), expired ones, as PEM files.
 
-Nothing here is a fixture of a real deployment: every key is fresh for the test run.
+Nothing here is for a real deployment: every key is fresh for the run.
 """
 
 from __future__ import annotations
@@ -129,6 +129,7 @@ class Pki:
     foreign_cert: Path  # same names, signed by another CA
     foreign_key: Path
     foreign_ca: Path
+    authority: CertificateAuthority  # the CA behind ``ca``, to issue more (a rotated server certificate)
 
     def tls_flags(self, port: str, mutual: bool = True) -> list[str]:
         """ortserve's flags for TLS (mTLS with ``mutual``) on ``port``: grpc, http or metrics."""
@@ -159,4 +160,5 @@ def make_pki(directory: Path) -> Pki:
         foreign_cert,
         foreign_key,
         other.write(directory, "foreign-ca"),
+        ca,
     )
