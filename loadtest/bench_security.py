@@ -12,10 +12,14 @@ picked up, and the allow/deny matrix.
    what its core can do; next to it, the server's own CPU time per request (from /proc, so other
    load on the machine does not inflate it). Target: TLS + token keeps at least 90 % of plaintext
    throughput at concurrency 16.
-2. Certificate rotation on the TLS server: the certificate and key files are replaced
+2. Server CPU per gRPC call, A/B: ``simple`` ModelInfer from 4 client threads (the grpcio client,
+   on the client cores), ``--calls`` each, ``--rounds`` rounds: plaintext, TLS, TLS with the
+   ``authorization`` header sent to a server without an auth config, TLS + token checked. It
+   separates what carrying the header costs from what checking it costs.
+3. Certificate rotation on the TLS server: the certificate and key files are replaced
    ``--rotations`` times per port; the time from the second rename to the first new handshake
    presenting the new certificate (handshakes back to back, so the figure includes one handshake).
-3. The allow/deny matrix over TLS on the TLS + token server (loadtest/access_matrix.py): one
+4. The allow/deny matrix over TLS on the TLS + token server (loadtest/access_matrix.py): one
    token per API group, none and a wrong one, against every gRPC method and HTTP route.
 
 Prints tables and writes loadtest/results/security.json; exit status 1 when a perf_analyzer run
@@ -32,6 +36,7 @@ import ssl
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -40,11 +45,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import grpc
+import numpy as np
 
 from loadtest import perf_analyzer, servers
 from loadtest.access_matrix import Target, group_principals, principal_entry, run_matrix, token
 from loadtest.bench_foundation import REPO_ROOT, RESULTS_DIR
 from loadtest.certificates import Pki, make_pki
+from server.proto import grpc_service_pb2 as pb
+from server.proto import grpc_service_pb2_grpc as pb_grpc
 
 CONFIGS = ("plaintext", "tls", "tls+token")
 PROTOCOLS = ("grpc", "http")
@@ -159,6 +167,49 @@ def measure_perf(
     return rows
 
 
+def simple_request() -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="simple")
+    for name in ("INPUT0", "INPUT1"):
+        request.inputs.add(name=name, datatype="INT32", shape=[1, 16])
+        request.raw_input_contents.append(np.ones(16, np.int32).tobytes())
+    return request
+
+
+def measure_grpc_calls(started: dict[str, Server], pki: Pki, options: argparse.Namespace, client_cpus: set[int] | None) -> dict[str, float]:
+    """Median server CPU µs per ModelInfer call for each variant."""
+    variants = {"plaintext": "plaintext", "tls": "tls", "tls+header": "tls", "tls+token": "tls+token"}
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    request, credentials = simple_request(), grpc.ssl_channel_credentials(pki.ca.read_bytes())
+    header = (("authorization", f"Bearer {token(BENCH_PRINCIPAL)}"),)
+    with servers.pinned(client_cpus):
+        for _ in range(options.rounds):
+            for name, config in variants.items():
+                server = started[config]
+                tls = config != "plaintext"
+                address = f"{'localhost' if tls else '127.0.0.1'}:{server.grpc_port}"
+                with grpc.secure_channel(address, credentials) if tls else grpc.insecure_channel(address) as channel:
+                    stub = pb_grpc.GRPCInferenceServiceStub(channel)
+                    metadata = header if name in ("tls+header", "tls+token") else ()
+                    stub.ModelInfer(request, metadata=metadata, timeout=30)
+
+                    def calls(stub: pb_grpc.GRPCInferenceServiceStub = stub, metadata: tuple[tuple[str, str], ...] = metadata) -> None:
+                        for _ in range(options.calls):
+                            stub.ModelInfer(request, metadata=metadata, timeout=30)
+
+                    before = server.cpu_seconds()
+                    threads = [threading.Thread(target=calls) for _ in range(4)]
+                    for thread in threads:
+                        thread.start()
+                    for thread in threads:
+                        thread.join()
+                    samples[name].append((server.cpu_seconds() - before) / (4 * options.calls) * 1e6)
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    print("\nserver CPU µs per gRPC ModelInfer call (simple), median of the rounds")
+    for name, value in medians.items():
+        print(f"  {name:11} {value:6.0f}   rounds: {', '.join(f'{v:.0f}' for v in samples[name])}")
+    return medians
+
+
 def presented_common_name(port: int, ca: Path, alpn: str) -> str:
     context = ssl.create_default_context(cafile=str(ca))
     context.set_alpn_protocols([alpn])
@@ -225,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stability-percentage", type=int, default=1000)
     p.add_argument("--run-timeout-s", type=float, default=120.0)
     p.add_argument("--rotations", type=int, default=10)
+    p.add_argument("--calls", type=int, default=1500, help="ModelInfer calls per client thread in the gRPC A/B")
     p.add_argument("--skip-perf", action="store_true", help="only the rotation and the matrix")
     return p
 
@@ -246,6 +298,7 @@ def main() -> int:
         print(f"servers on cores {sorted(server_cpus or [])}, perf_analyzer on {sorted(client_cpus or [])}", flush=True)
         perf = [] if options.skip_perf else measure_perf(started, pki, options, client_cpus, errors)
         ratios = print_perf(perf) if perf else {}
+        grpc_calls = measure_grpc_calls(started, pki, options, client_cpus)
 
         print(f"\nrotating the TLS server's certificate {options.rotations} times ...", flush=True)
         pickup = measure_rotation(started["tls"], pki, options.rotations)
@@ -273,6 +326,7 @@ def main() -> int:
     results = {
         "perf": [asdict(row) for row in perf],
         "throughput_vs_plaintext": ratios,
+        "grpc_call_server_cpu_us": grpc_calls,
         "rotation_pickup_ms": pickup,
         "matrix": {"calls": matrix.calls, "counts": dict(matrix.counts), "mismatches": matrix.mismatches},
         "errors": errors,
