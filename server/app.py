@@ -12,11 +12,16 @@ import logging
 import signal
 import time
 
+from server.frontends.grpc.access import AccessInterceptor
 from server.frontends.grpc.server import GrpcFrontend
+from server.frontends.http.access import access_middleware
+from server.frontends.http.health import health_port_app
 from server.frontends.http.server import ConnectionLimits, HttpSite, build_http_app, build_metrics_app
 from server.lifecycle.manager import ModelManager
 from server.observability.metrics import render_inference_metrics, render_latency_histograms
 from server.observability.system_metrics import SystemMetrics
+from server.security.guard import Protocol
+from server.security.layer import SecurityLayer, SecurityStartupError
 from server.service import InferenceService
 from server.service.inflight import InflightBudget, default_budget_bytes
 from server.service.sample_capture import SampleCapture
@@ -70,6 +75,7 @@ class App:
         self.service = InferenceService(
             self.manager, settings.strict_readiness, settings.server_id, settings.model_control_mode, budget, self.capture
         )
+        self.security: SecurityLayer | None = None  # built at start: it reads certificate and auth files
         self._stop = asyncio.Event()
         self._grpc: GrpcFrontend | None = None
         self._sites: list[HttpSite] = []
@@ -78,6 +84,7 @@ class App:
     def render_metrics(self) -> str:
         serving = self.manager.all_serving()
         lines = render_inference_metrics(serving) + self.system_metrics.render() + render_latency_histograms(serving)
+        lines += self.security.render_metrics() if self.security else []
         return "\n".join(lines) + "\n"
 
     async def start(self) -> None:
@@ -99,19 +106,30 @@ class App:
 
     async def _start_frontends(self) -> None:
         s = self.settings
+        try:
+            security = self.security = SecurityLayer(s.security)
+        except SecurityStartupError as exc:
+            raise StartupError(str(exc)) from None
+        security.log_posture(s.model_control_mode is ModelControlMode.EXPLICIT)
+        self._background += security.background_tasks()
         if s.allow_grpc:
             try:
-                self._grpc = GrpcFrontend(self.service, s.host, s.grpc_port, grpc_options(s))
+                guard = security.guard_for(Protocol.GRPC)
+                credentials, interceptors = security.grpc_credentials(), [AccessInterceptor(guard)] if guard else []
+                self._grpc = GrpcFrontend(self.service, s.host, s.grpc_port, grpc_options(s), credentials, interceptors)
             except RuntimeError as exc:  # grpcio: "Failed to bind to address ..." (e.g. the port is in use)
                 raise StartupError(f"cannot listen for gRPC: {exc}") from None
             await self._grpc.start()
         if s.allow_http:
             http_limits = ConnectionLimits(s.http_max_connections, s.http_idle_timeout_secs, s.http_body_timeout_secs)
-            app = build_http_app(self.service, s.http_max_input_bytes, s.http_body_timeout_secs)
-            self._sites.append(HttpSite(app, s.host, s.http_port, http_limits))
+            app = build_http_app(self.service, s.http_max_input_bytes, s.http_body_timeout_secs, _http_guarded(security, Protocol.HTTP))
+            self._sites.append(HttpSite(app, s.host, s.http_port, http_limits, security.ssl_context("HTTP")))
         if s.allow_metrics:
-            self._sites.append(HttpSite(build_metrics_app(self.render_metrics), s.host, s.metrics_port, ConnectionLimits()))
+            metrics_app = build_metrics_app(self.render_metrics, _http_guarded(security, Protocol.METRICS))
+            self._sites.append(HttpSite(metrics_app, s.host, s.metrics_port, ConnectionLimits(), security.ssl_context("metrics")))
             self._background.append(asyncio.create_task(self.system_metrics.run(s.metrics_interval_ms / 1000)))
+        if s.security.health_port:  # plaintext and unauthenticated, only when asked (docs/security.md)
+            self._sites.append(HttpSite(health_port_app(self.service), s.host, s.security.health_port, ConnectionLimits()))
         for site in self._sites:
             try:
                 await site.start()
@@ -192,3 +210,9 @@ async def serve(settings: Settings) -> None:
         await app.shutdown()
         raise
     await app.run_until_stopped()
+
+
+def _http_guarded(security: SecurityLayer, protocol: Protocol) -> list[object]:
+    """The access middleware of an HTTP port, when its protocol is guarded."""
+    guard = security.guard_for(protocol)
+    return [access_middleware(guard, protocol)] if guard else []

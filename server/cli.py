@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from server.security.flags import add_security_flags, security_settings
 from server.settings import DEFAULT_MAX_INPUT_BYTES, LogFormat, ModelControlMode, Settings, SettingsError
 
 ENV_PREFIX = "ORTSERVE_"
@@ -136,6 +137,7 @@ def build_parser() -> OneLineParser:
     p.add_argument(
         "--metrics-config", action="append", default=None, help="histogram_latencies=true|false (ortserve_* histograms, default true)"
     )
+    add_security_flags(p, parse_bool)
     return p
 
 
@@ -245,6 +247,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
             sample_capture_dir=args.sample_capture_dir,
             sample_capture_count=args.sample_capture_count,
             sample_capture_bytes=args.sample_capture_bytes,
+            security=security_settings(args),
         )
     except SettingsError as exc:
         parser.error(str(exc))
@@ -257,12 +260,26 @@ def _disable_onnxruntime_telemetry() -> None:
     onnxruntime.disable_telemetry_events()
 
 
+def _encrypt_model(argv: Sequence[str]) -> int:
+    from server.security.encrypt_cli import main as encrypt_model_main
+
+    return encrypt_model_main(argv)
+
+
+def _optimize(argv: Sequence[str]) -> int:
+    from server.optimize.command import main as optimize_main
+
+    return optimize_main(argv)
+
+
+# `ortserve <subcommand> ...`: anything else is the server's own flags.
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"encrypt-model": _encrypt_model, "optimize": _optimize}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
-    if arguments[:1] == ["optimize"]:  # a subcommand of its own, in this process, never in a server
-        from server.optimize.command import main as optimize
-
-        return optimize(arguments[1:])
+    if arguments and arguments[0] in SUBCOMMANDS:  # a command of its own, in this process, never in a server
+        return SUBCOMMANDS[arguments[0]](arguments[1:])
     # Imported here so `ortserve --help` and flag errors stay fast.
     import uvloop
 

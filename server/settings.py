@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from server.security.settings import SecuritySettings
 
 
 class ModelControlMode(enum.Enum):
@@ -84,6 +86,8 @@ class Settings:
     sample_capture_dir: Path | None = None
     sample_capture_count: int = 256  # requests per model
     sample_capture_bytes: int = 64 * 2**20  # bytes per model
+    # TLS, access control, the health port, model keys (server/security/, docs/security.md).
+    security: SecuritySettings = field(default_factory=SecuritySettings)
 
     def __post_init__(self) -> None:
         if not self.model_repositories:
@@ -98,6 +102,8 @@ class Settings:
         enabled = [p for p, on in zip(ports, (self.allow_http, self.allow_grpc, self.allow_metrics)) if on and p]
         if len(enabled) != len(set(enabled)):
             raise SettingsError(f"the HTTP, gRPC and metrics ports must differ, got {ports}")
+        if self.security.health_port and self.security.health_port in enabled:
+            raise SettingsError(f"--http-health-port {self.security.health_port} must differ from the HTTP, gRPC and metrics ports")
         if self.grpc_max_connection_age_ms < 0 or self.grpc_max_connection_age_grace_ms < 0:
             raise SettingsError("--grpc-max-connection-age-ms and its grace must be >= 0")
         for flag, value in (

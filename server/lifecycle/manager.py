@@ -49,7 +49,7 @@ class ModelManager:
         self._settings = settings
         self._models: dict[str, ModelRecord] = {}
         self._load_pool = DaemonThreadPool(settings.model_load_thread_count, "model-load")
-        self._kinds = Kinds(LoadOptions(settings.default_max_batch_size, 1))
+        self._kinds = Kinds(LoadOptions(settings.default_max_batch_size, 1, model_key=settings.security.model_key))
         self._versions = VersionLoader(self._load_pool, settings.histogram_latencies, settings.version_drain_timeout_secs)
         self._hasher = FileHasher()
         self._private_files = PrivateModelFiles()
@@ -68,7 +68,9 @@ class ModelManager:
         names = self._startup_names(scanned)
         planned = sum(await asyncio.gather(*(self._blocking(planned_cpu_instances, scanned[n][0]) for n in names if n in scanned)))
         threads = default_intra_op_threads(planned, available_cores())
-        self._kinds.set_load_options(LoadOptions(self._settings.default_max_batch_size, threads))
+        self._kinds.set_load_options(
+            LoadOptions(self._settings.default_max_batch_size, threads, model_key=self._settings.security.model_key)
+        )
         log.info("%d CPU instance(s) planned on %d core(s): %d intra-op thread(s) each by default", planned, available_cores(), threads)
         for name in names - scanned.keys():
             record = self._models[name] = ModelRecord(name)

@@ -11,6 +11,7 @@ import onnxruntime as ort
 
 from server.errors import ServerError
 from server.proto import model_config_pb2 as mc
+from server.security.model_encryption import KEY_PARAMETERS
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def build_session_options(config: mc.ModelConfig, default_intra_op_threads: int)
     for key, value in params.items():
         if key.startswith("session."):
             options.add_session_config_entry(key, value)
-        elif key not in _KNOWN_KEYS:
+        elif key not in _KNOWN_KEYS and key not in KEY_PARAMETERS:  # the loader reads those (encrypted models)
             log.info("model '%s': parameter '%s' is not an ONNX Runtime setting; ignored", config.name, key)
     return options
 
