@@ -54,6 +54,22 @@ class _Repeatable(argparse._AppendAction):
         super().__call__(parser, namespace, values, option_string)
 
 
+def parse_workers(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of processes or 'auto', got '{text}'") from None
+
+
+def _workers(value: int | str) -> int:
+    from server.runtime.threads import available_cores
+    from server.workers.sizing import auto_workers
+
+    return auto_workers(available_cores()) if value == "auto" else int(value)
+
+
 def env_name(flag: str) -> str:
     return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
 
@@ -134,6 +150,13 @@ def build_parser() -> OneLineParser:
         "--max-inflight-bytes", type=int, default=0, help="request bytes held at once, queued or running (0 = a quarter of memory)"
     )
     p.add_argument("--metrics-interval-ms", type=int, default=2000, help="how often CPU/GPU gauges are sampled")
+    p.add_argument(
+        "--workers",
+        type=parse_workers,
+        default="auto",
+        help="frontend processes sharing the gRPC/HTTP ports, one engine process behind them (1 = one process; "
+        "auto = 1 below 8 cores, else one per 4 cores up to 8)",
+    )
     p.add_argument(
         "--metrics-config", action="append", default=None, help="histogram_latencies=true|false (ortserve_* histograms, default true)"
     )
@@ -260,6 +283,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
             http_idle_timeout_secs=args.http_idle_timeout_secs,
             http_body_timeout_secs=args.http_body_timeout_secs,
             max_inflight_bytes=args.max_inflight_bytes,
+            workers=_workers(args.workers),
         )
     except SettingsError as exc:
         parser.error(str(exc))
@@ -279,12 +303,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from server.app import StartupError, serve
     from server.errors import ServerError
     from server.observability.logging import configure_logging
+    from server.workers.engine import serve_workers
 
     settings = parse_settings(sys.argv[1:] if argv is None else argv)
     configure_logging(settings.log_format, settings.log_verbose)
     _disable_onnxruntime_telemetry()
     try:
-        uvloop.run(serve(settings))
+        uvloop.run(serve_workers(settings) if settings.workers > 1 else serve(settings))
     except StartupError as exc:
         print(f"ortserve: error: {exc}", file=sys.stderr)
         return 1

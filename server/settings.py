@@ -95,6 +95,8 @@ class Settings:
     http_body_timeout_secs: float = 60.0
     # Request bytes held at once, queued or running (0 = a quarter of the memory limit).
     max_inflight_bytes: int = 0
+    # Frontend processes (--workers; 1 = everything in this process). See server/workers/.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if not self.model_repositories:
@@ -130,6 +132,10 @@ class Settings:
             raise SettingsError("--metrics-interval-ms must be >= 1")
         if self.exit_timeout_secs < 0:
             raise SettingsError("--exit-timeout-secs must be >= 0")
+        if self.workers < 1:
+            raise SettingsError("--workers must be >= 1 or 'auto'")
+        if self.workers > 1 and 0 in [p for p, on in zip(ports[:2], (self.allow_http, self.allow_grpc)) if on]:
+            raise SettingsError("--workers > 1 needs fixed HTTP and gRPC ports (the frontends share them), not port 0")
         if self.model_load_thread_count < 1:
             raise SettingsError("--model-load-thread-count must be >= 1")
         if self.default_max_batch_size < 0:

@@ -140,7 +140,7 @@ class _LimitedRunner(web.AppRunner):
 class HttpSite:
     """One aiohttp application listening on host:port, on the running event loop."""
 
-    def __init__(self, app: web.Application, host: str, port: int, limits: ConnectionLimits) -> None:
+    def __init__(self, app: web.Application, host: str, port: int, limits: ConnectionLimits, reuse_port: bool = False) -> None:
         # Request bodies are decoded by the routes that read them (frontends/http/transfer.py).
         self._runner = _LimitedRunner(
             app,
@@ -155,10 +155,12 @@ class HttpSite:
             **_PARSER_LIMITS,
         )
         self._host, self._port = host, port
+        # SO_REUSEPORT: several frontend processes share the port (--workers); the kernel spreads connections.
+        self._reuse_port = reuse_port
 
     async def start(self) -> None:
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port, reuse_address=True).start()
+        await web.TCPSite(self._runner, self._host, self._port, reuse_address=True, reuse_port=self._reuse_port or None).start()
 
     async def stop(self) -> None:
         await self._runner.cleanup()
