@@ -23,6 +23,7 @@ Tensor data in a descriptor, by form:
 from __future__ import annotations
 
 import functools
+import math
 import weakref
 from collections.abc import Callable
 from dataclasses import fields
@@ -162,8 +163,7 @@ def _owner(arena: Arena, block: Block, released: Callable[[int], None]) -> np.nd
 def _array_view(owner: np.ndarray | None, start: int, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     assert owner is not None
     kind = np.dtype(dtype)
-    count = int(np.prod(shape, dtype=np.int64))
-    return owner[start : start + count * kind.itemsize].view(kind).reshape(shape)
+    return owner[start : start + math.prod(shape) * kind.itemsize].view(kind).reshape(shape)
 
 
 # ---- responses (engine → frontend) ----------------------------------------------------------
