@@ -149,7 +149,8 @@ def comparison_table(rows: list[Row], options: argparse.Namespace) -> tuple[str,
                     if row is None:
                         continue
                     versus = ratio(row.throughput, floor.throughput if floor else None)
-                    lines.append([model, mode, concurrency, name, row.throughput, row.p50_us, row.p99_us, row.cpu_us_per_request, versus])
+                    cpu = "n/a" if name == "floor" else row.cpu_us_per_request  # the floor keeps no statistics
+                    lines.append([model, mode, concurrency, name, row.throughput, row.p50_us, row.p99_us, cpu, versus])
                     compared.append({**asdict(row), "throughput_ratio_vs_floor": versus})
     headers = ["model", "mode", "c", "server", "throughput/s", "p50 µs", "p99 µs", "CPU µs/req", "x floor"]
     return table(headers, lines), compared
