@@ -7,11 +7,14 @@ is what batches completions per wake-up: a formed batch answers all its requests
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import Callable
 from typing import Any
 
 from server.remote.frames import FrameReader, encode
+
+log = logging.getLogger(__name__)
 
 
 class Channel(asyncio.Protocol):
@@ -35,7 +38,10 @@ class Channel(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         for message in self._reader.feed(data):
-            self._on_message(message)
+            try:
+                self._on_message(message)
+            except Exception:  # a bug must cost one message, never the channel
+                log.exception("unexpected error handling a %r message", message[0] if isinstance(message, tuple) and message else message)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

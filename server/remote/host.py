@@ -127,6 +127,9 @@ class FrontendLink:
     async def _answer_call(self, call_id: int, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         try:
             result = await self._method(name)(*args, **kwargs)
+        except asyncio.CancelledError:  # the engine is going away: the caller must not wait for ever
+            self._send(("result", call_id, False, error_to_wire(ServerError.unavailable("Server exiting"))))
+            raise
         except Exception as error:
             self._send(("result", call_id, False, error_to_wire(error)))
         else:

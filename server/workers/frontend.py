@@ -30,7 +30,8 @@ from server.remote.proxy import RemoteService
 from server.service import InferenceService
 from server.settings import Settings
 
-log = logging.getLogger(__name__)
+# Named, not __name__: run with -m, this module is __main__.
+log = logging.getLogger("server.workers.frontend")
 
 
 class FrontendServers:
