@@ -112,24 +112,15 @@ class App:
             raise StartupError(str(exc)) from None
         security.log_posture(s.model_control_mode is ModelControlMode.EXPLICIT)
         self._background += security.background_tasks()
-        if s.allow_grpc:
-            try:
-                guard = security.guard_for(Protocol.GRPC)
-                credentials, interceptors = security.grpc_credentials(), [AccessInterceptor(guard)] if guard else []
-                self._grpc = GrpcFrontend(self.service, s.host, s.grpc_port, grpc_options(s), credentials, interceptors)
-            except RuntimeError as exc:  # grpcio: "Failed to bind to address ..." (e.g. the port is in use)
-                raise StartupError(f"cannot listen for gRPC: {exc}") from None
-            await self._grpc.start()
-        if s.allow_http:
-            http_limits = ConnectionLimits(s.http_max_connections, s.http_idle_timeout_secs, s.http_body_timeout_secs)
-            app = build_http_app(self.service, s.http_max_input_bytes, s.http_body_timeout_secs, _http_guarded(security, Protocol.HTTP))
-            self._sites.append(HttpSite(app, s.host, s.http_port, http_limits, security.ssl_context("HTTP")))
+        self._grpc, self._sites = request_frontends(s, self.service, security)
         if s.allow_metrics:
             metrics_app = build_metrics_app(self.render_metrics, _http_guarded(security, Protocol.METRICS))
             self._sites.append(HttpSite(metrics_app, s.host, s.metrics_port, ConnectionLimits(), security.ssl_context("metrics")))
             self._background.append(asyncio.create_task(self.system_metrics.run(s.metrics_interval_ms / 1000)))
         if s.security.health_port:  # plaintext and unauthenticated, only when asked (docs/security.md)
             self._sites.append(HttpSite(health_port_app(self.service), s.host, s.security.health_port, ConnectionLimits()))
+        if self._grpc:
+            await self._grpc.start()
         for site in self._sites:
             try:
                 await site.start()
@@ -210,6 +201,29 @@ async def serve(settings: Settings) -> None:
         await app.shutdown()
         raise
     await app.run_until_stopped()
+
+
+def request_frontends(
+    settings: Settings, service: InferenceService, security: SecurityLayer, reuse_port: bool = False
+) -> tuple[GrpcFrontend | None, list[HttpSite]]:
+    """The gRPC and HTTP frontends of ``settings``, with their TLS and access control, not started
+    yet; ``reuse_port`` when several processes share the ports (--workers). Raises StartupError."""
+    s = settings
+    grpc_frontend: GrpcFrontend | None = None
+    sites: list[HttpSite] = []
+    if s.allow_grpc:
+        guard = security.guard_for(Protocol.GRPC)
+        credentials, interceptors = security.grpc_credentials(), [AccessInterceptor(guard)] if guard else []
+        options = [*grpc_options(s), ("grpc.so_reuseport", 1)] if reuse_port else grpc_options(s)
+        try:
+            grpc_frontend = GrpcFrontend(service, s.host, s.grpc_port, options, credentials, interceptors)
+        except RuntimeError as exc:  # grpcio: "Failed to bind to address ..." (e.g. the port is in use)
+            raise StartupError(f"cannot listen for gRPC: {exc}") from None
+    if s.allow_http:
+        http_limits = ConnectionLimits(s.http_max_connections, s.http_idle_timeout_secs, s.http_body_timeout_secs)
+        app = build_http_app(service, s.http_max_input_bytes, s.http_body_timeout_secs, _http_guarded(security, Protocol.HTTP))
+        sites.append(HttpSite(app, s.host, s.http_port, http_limits, security.ssl_context("HTTP"), reuse_port=reuse_port))
+    return grpc_frontend, sites
 
 
 def _http_guarded(security: SecurityLayer, protocol: Protocol) -> list[object]:

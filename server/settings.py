@@ -24,6 +24,19 @@ class SettingsError(ValueError):
     """A setting that cannot work; the message is shown to the user as is."""
 
 
+@dataclass(frozen=True, slots=True)
+class OrtThreadSettings:
+    """ONNX Runtime's CPU threads (``--backend-config=onnxruntime,...``, Triton's setting names;
+    runtime/threads.py says how they are used)."""
+
+    # enable-global-threadpool: one process-wide pool instead of a pool per session.
+    global_pool: bool = False
+    # intra_op_thread_count / inter_op_thread_count: the global pool's sizes, or each session's
+    # default when its config does not say (0: every core / 1).
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+
+
 # A request body or message may take this much by default, on the wire and decoded: enough for a
 # batch of large images, small enough that a few at once cannot exhaust a node. Raise it per
 # deployment (at most 2 GiB - 1, gRPC's own ceiling).
@@ -54,6 +67,8 @@ class Settings:
     model_load_thread_count: int = 4
     # Triton's --backend-config=onnxruntime,default-max-batch-size=N (used by auto-complete).
     default_max_batch_size: int = 4
+    # --backend-config=onnxruntime,enable-global-threadpool / intra_op_thread_count / inter_op_thread_count.
+    ort_threads: OrtThreadSettings = OrtThreadSettings()
     server_id: str = "ortserve"
     allow_cpu_metrics: bool = True
     allow_gpu_metrics: bool = True
@@ -88,6 +103,8 @@ class Settings:
     sample_capture_bytes: int = 64 * 2**20  # bytes per model
     # TLS, access control, the health port, model keys (server/security/, docs/security.md).
     security: SecuritySettings = field(default_factory=SecuritySettings)
+    # Frontend processes (--workers; 1 = everything in this process). See server/workers/.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if not self.model_repositories:
@@ -127,10 +144,16 @@ class Settings:
             raise SettingsError("--metrics-interval-ms must be >= 1")
         if self.exit_timeout_secs < 0:
             raise SettingsError("--exit-timeout-secs must be >= 0")
+        if self.workers < 1:
+            raise SettingsError("--workers must be >= 1 or 'auto'")
+        if self.workers > 1 and 0 in [p for p, on in zip(ports[:2], (self.allow_http, self.allow_grpc)) if on]:
+            raise SettingsError("--workers > 1 needs fixed HTTP and gRPC ports (the frontends share them), not port 0")
         if self.model_load_thread_count < 1:
             raise SettingsError("--model-load-thread-count must be >= 1")
         if self.default_max_batch_size < 0:
             raise SettingsError("default-max-batch-size must be >= 0")
+        if self.ort_threads.intra_op_threads < 0 or self.ort_threads.inter_op_threads < 0:
+            raise SettingsError("--backend-config onnxruntime thread counts must be >= 0")
         if self.repository_poll_secs <= 0 and self.model_control_mode is ModelControlMode.POLL:
             raise SettingsError("--repository-poll-secs must be > 0 in poll mode")
         if self.load_models and self.model_control_mode is not ModelControlMode.EXPLICIT:

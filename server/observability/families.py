@@ -113,6 +113,11 @@ GPU_MEMORY_USED = Family("nv_gpu_memory_used_bytes", "gauge", "GPU used memory, 
 GPU_POWER_USAGE = Family("nv_gpu_power_usage", "gauge", "GPU power usage in watts")
 GPU_POWER_LIMIT = Family("nv_gpu_power_limit", "gauge", "GPU power management limit in watts")
 
+# ---- frontend processes (--workers; served by the engine) ---------------------------------------
+FRONTEND_REQUESTS = Family("ortserve_frontend_requests", "counter", "Inference requests each frontend process handed to the engine")
+FRONTEND_RESTARTS = Family("ortserve_frontend_restarts", "counter", "Frontend processes restarted after they exited unasked")
+FRONTENDS_CONNECTED = Family("ortserve_frontends_connected", "gauge", "Frontend processes connected to the engine")
+
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

@@ -18,6 +18,7 @@ from server.optimize.failure import OptimizeError
 from server.optimize.samples import Feeds
 from server.proto import model_config_pb2 as mc
 from server.runtime.session_options import build_session_options
+from server.runtime.threads import ThreadPlan
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +45,7 @@ def open_session(path: Path, config: mc.ModelConfig, threads: int, provider: str
 
     Raises OptimizeError with ORT's reason; the caller adds what produced the file.
     """
-    options = build_session_options(config, threads)
+    options = build_session_options(config, ThreadPlan(global_pool=False, intra_op_threads=threads))
     providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
     try:
         return ort.InferenceSession(str(path), options, providers=providers)

@@ -27,6 +27,7 @@ from server.runtime.devices import DeviceChoice, device_choices
 from server.runtime.gpus import CUDA_PROVIDER, usable_gpu_count
 from server.runtime.instance import ModelInstance, graph_signature
 from server.runtime.session_options import build_session_options
+from server.runtime.threads import ThreadPlan
 from server.runtime.warmup import NETWORK_WARMUP_LIMITS, run_warmup
 from server.security.model_encryption import ENCRYPTED_SUFFIX, decrypt_model
 from server.security.settings import ModelKeySource
@@ -37,8 +38,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class LoadOptions:
     default_max_batch_size: int
-    # Intra-op threads per CPU instance when the config does not say (see runtime/threads.py).
-    default_intra_op_threads: int
+    # ONNX Runtime threads of a session whose config does not set them (see runtime/threads.py).
+    threads: ThreadPlan
     # The config came with a load request (not from the repository): its warmup is bounded.
     network_config: bool = False
     # The key of encrypted model files whose config names none (--model-key-file / --model-key-env).
@@ -137,7 +138,7 @@ def read_output_labels(config: mc.ModelConfig, model_dir: Path) -> dict[str, tup
 def _open_session(
     path: Path, model_dir: Path, config: mc.ModelConfig, device: DeviceChoice, options: LoadOptions, plaintext: bytes | None = None
 ) -> ort.InferenceSession:
-    session_options = build_session_options(config, options.default_intra_op_threads)
+    session_options = build_session_options(config, options.threads)
     # A GPU provider that fails to start must fail the load: by default ORT's Python layer would
     # retry on CPU and the instance would claim a GPU it does not use.
     fallback = {} if device.is_cpu else {"enable_fallback": 0}

@@ -145,7 +145,13 @@ class HttpSite:
     """One aiohttp application listening on host:port, on the running event loop."""
 
     def __init__(
-        self, app: web.Application, host: str, port: int, limits: ConnectionLimits, ssl_context: ssl.SSLContext | None = None
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        limits: ConnectionLimits,
+        ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
     ) -> None:
         # Request bodies are decoded by the routes that read them (frontends/http/transfer.py).
         self._runner = _LimitedRunner(
@@ -161,10 +167,15 @@ class HttpSite:
             **_PARSER_LIMITS,
         )
         self._host, self._port, self._ssl_context = host, port, ssl_context
+        # SO_REUSEPORT: several frontend processes share the port (--workers); the kernel spreads connections.
+        self._reuse_port = reuse_port
 
     async def start(self) -> None:
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port, reuse_address=True, ssl_context=self._ssl_context).start()
+        site = web.TCPSite(
+            self._runner, self._host, self._port, reuse_address=True, reuse_port=self._reuse_port or None, ssl_context=self._ssl_context
+        )
+        await site.start()
 
     async def stop(self) -> None:
         await self._runner.cleanup()
