@@ -27,6 +27,7 @@ import logging
 import math
 from collections import deque
 from dataclasses import replace
+from time import monotonic_ns, thread_time_ns
 
 from server.errors import ErrorCode, FailureReason, ServerError
 from server.observability.statistics import ModelStats
@@ -36,6 +37,7 @@ from server.scheduling.batch_policy import BatchingRule, Dispatch, WaitUntil, fo
 from server.scheduling.clock import Clock, MonotonicClock
 from server.scheduling.delay_controller import DelayController, wait_joins
 from server.scheduling.execution import BatchLayout, execute_batches
+from server.scheduling.inline import InlineGuard, execution_bytes
 from server.scheduling.job import InferenceJob
 from server.scheduling.ordering import OrderedRelease
 from server.scheduling.queue_policy import PriorityPolicy
@@ -59,6 +61,7 @@ class DynamicBatcher(Scheduler):
         preserve_ordering: bool = False,
         clock: Clock | None = None,
         delay: DelayController | None = None,
+        inline: InlineGuard | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._rule = rule
@@ -82,6 +85,8 @@ class DynamicBatcher(Scheduler):
         if delay is not None:
             self._rule = replace(rule, max_queue_delay_ns=delay.delay_ns)
         stats.batch_delay_ns = self._rule.max_queue_delay_ns if rule.merges else None
+        # Whether executions are tiny enough to run on the loop (scheduling/inline.py).
+        self._inline = inline or InlineGuard()
 
     @property
     def pending_count(self) -> int:
@@ -213,22 +218,47 @@ class DynamicBatcher(Scheduler):
         loop, layout = self._loop, self._layout
         handed = sum(len(batch) for batch in batches)
         self._executing += handed
-        answered = 0  # written and read on the instance thread only
+        input_bytes = execution_bytes(batches)
+        if self._inline.allows(input_bytes):
+            self._run_inline(instance, batches, handed, input_bytes, formed_ns)
+            return
+        answered = executions = 0  # written and read on the instance thread only
 
         def report(jobs: list[InferenceJob], error: Exception | None) -> None:
-            nonlocal answered
+            nonlocal answered, executions
             answered += len(jobs)
+            executions += 1
             # RuntimeError: the loop is gone (process exiting) and nobody waits any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._batch_done, instance, jobs, error, formed_ns)
 
         def work() -> None:
+            start = thread_time_ns()
             execute_batches(instance, batches, layout, report)
+            per_execution_ns = (thread_time_ns() - start) // max(1, executions)
             with contextlib.suppress(RuntimeError):
                 # Jobs abandoned while they waited in the hand-over were skipped, never reported.
-                loop.call_soon_threadsafe(self._instance_free, instance, handed - answered)
+                loop.call_soon_threadsafe(self._hand_over_done, instance, handed - answered, per_execution_ns, input_bytes, False)
 
         instance.post(work)
+
+    def _run_inline(
+        self, instance: ModelInstance, batches: list[list[InferenceJob]], handed: int, input_bytes: int, formed_ns: int
+    ) -> None:
+        """Execute on the loop (the guard found this model's executions tiny); the outcomes are
+        delivered on the next loop turn, as the thread's would be, so no decision re-enters."""
+        reports: list[tuple[list[InferenceJob], Exception | None]] = []
+        start = monotonic_ns()
+        execute_batches(instance, batches, self._layout, lambda jobs, error: reports.append((jobs, error)))
+        per_execution_ns = (monotonic_ns() - start) // max(1, len(reports))
+        for jobs, error in reports:
+            self._loop.call_soon(self._batch_done, instance, jobs, error, formed_ns)
+        skipped = handed - sum(len(jobs) for jobs, _ in reports)
+        self._loop.call_soon(self._hand_over_done, instance, skipped, per_execution_ns, input_bytes, True)
+
+    def _hand_over_done(self, instance: ModelInstance, skipped: int, per_execution_ns: int, input_bytes: int, inline: bool) -> None:
+        self._inline.record(per_execution_ns, input_bytes, inline)
+        self._instance_free(instance, skipped)
 
     def _batch_done(self, instance: ModelInstance, jobs: list[InferenceJob], error: Exception | None, formed_ns: int) -> None:
         """On the loop: answer the jobs of one executed batch."""

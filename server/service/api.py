@@ -24,6 +24,7 @@ from server.service.inference import InferenceHandle, admit, end_trace, outcome
 from server.service.inflight import InflightBudget, default_budget_bytes
 from server.service.load_request import parse_load_request, split_load_parameters
 from server.service.request_inputs import check_request_strings
+from server.service.sample_capture import SampleCapture
 from server.service.statistics import version_statistics
 from server.settings import ModelControlMode, TraceOptions
 from server.types import (
@@ -56,9 +57,11 @@ class InferenceService:
         server_id: str = "ortserve",
         control_mode: ModelControlMode = ModelControlMode.NONE,
         budget: InflightBudget | None = None,
+        capture: SampleCapture | None = None,
         tracer: Tracer | None = None,
     ) -> None:
         self._manager = manager
+        self._capture = capture
         self._tracer = tracer or Tracer(TraceOptions(), sink=None)
         self._budget = budget or InflightBudget(default_budget_bytes())
         self._control_mode = control_mode
@@ -255,7 +258,7 @@ class InferenceService:
         if self._tracer.active:
             trace = self._tracer.start(servable.name, servable.version, request.id, request.trace_origin, received_ns)
         try:
-            handle = admit(servable, request, self._budget, received_ns, trace)
+            handle = admit(servable, request, self._budget, received_ns, self._capture, trace)
         except ServerError as error:
             servable.stats.record_failure(error.reason, received_ns, monotonic_ns())
             if trace is not None:

@@ -18,6 +18,7 @@ from server.service.classification import top_classes
 from server.service.inflight import InflightBudget
 from server.service.request_inputs import decode_inputs, requested_output_names, validate_inputs
 from server.service.request_parameters import scheduling_parameters
+from server.service.sample_capture import SampleCapture
 from server.types import InferOutput, InferRequest, InferResponse
 
 
@@ -47,13 +48,33 @@ class InferenceHandle:
         self._job.future.add_done_callback(lambda _: callback(self))
 
     async def wait(self) -> None:
-        """Return once the request has an outcome (success, failure or cancellation)."""
-        if not self._job.future.done():
-            await asyncio.wait({self._job.future})
+        """Return once the request has an outcome (success, failure or cancellation).
+
+        Raises CancelledError only when the waiting task itself is cancelled (which also
+        withdraws the request).
+        """
+        future = self._job.future
+        if future.done():
+            return
+        # Awaiting the future itself: asyncio.wait would cost a waiter, a set and two callbacks
+        # per request (measured 6 us of 9). The outcome is read by ``outcome``, not here.
+        try:
+            await future
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+        except Exception:  # the request's own failure
+            return
 
 
 def admit(
-    servable: Servable, request: InferRequest, budget: InflightBudget, received_ns: int, trace: RequestTrace | None = None
+    servable: Servable,
+    request: InferRequest,
+    budget: InflightBudget,
+    received_ns: int,
+    capture: SampleCapture | None = None,
+    trace: RequestTrace | None = None,
 ) -> InferenceHandle:
     """Check, then reserve, then decode, then queue: a request that is refused (bad, too large a
     batch, full queue, over the in-flight budget) costs no tensor decoding. Raises ServerError."""
@@ -77,6 +98,8 @@ def admit(
             trace=trace,
         )
         servable.scheduler.submit(job)
+        if capture is not None:  # --sample-capture-dir: keep this request's inputs (bounded, never blocks)
+            capture.offer(servable.name, servable.config, job.feeds)
     except BaseException:
         budget.release(request.size_bytes)
         raise

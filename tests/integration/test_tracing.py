@@ -176,6 +176,32 @@ def test_each_traced_request_is_written_in_triton_s_json(triton_server: tuple[Se
         assert ns == sorted(ns) and all(isinstance(value, int) and value > 0 for value in ns)
 
 
+def test_with_workers_every_frontend_notes_its_instants(tmp_path: Path) -> None:
+    """--workers 2: a request traced in the engine still carries the instants of whichever
+    frontend process received it, and a trace setting changed through one frontend reaches both."""
+    trace_file = tmp_path / "trace.json"
+    args = ["--workers", "2", f"--trace-config=triton,file={trace_file}", "--trace-config=triton,log-frequency=1"]
+    args += ["--trace-config=level=TIMESTAMPS", "--trace-config=rate=1"]
+    process = ServerProcess([repository(tmp_path / "repo")], args, log_path=tmp_path / "workers.log")
+    with process.start("ready"):
+        channel_args = [("grpc.use_local_subchannel_pool", 1)]  # a connection of its own, so both frontends serve
+        ids = [f"w{index}" for index in range(16)]
+        for request_id in ids:
+            with grpcclient.InferenceServerClient(process.grpc_url, channel_args=channel_args) as client:
+                client.infer("mlp", [mlp_input(grpcclient)], request_id=request_id)
+        wait_until(lambda: set(ids) <= set(traces_in(trace_file)), 60, "every request's trace in the trace files")
+        for request_id in ids:
+            names = [item["timestamps"][0]["name"] for item in traces_in(trace_file)[request_id][1:]]
+            assert names == ["GRPC_WAITREAD_END", *TRITON_TIMESTAMPS, "GRPC_SEND_START"], (request_id, names)
+        httpclient.InferenceServerClient(process.http_url).update_trace_settings(settings={"trace_level": ["OFF"]})
+        after = [f"off{index}" for index in range(16)]
+        for request_id in after:
+            with grpcclient.InferenceServerClient(process.grpc_url, channel_args=channel_args) as client:
+                client.infer("mlp", [mlp_input(grpcclient)], request_id=request_id)
+        assert process.terminate() == 0  # the trace files are complete once the server has stopped
+    assert not set(after) & set(traces_in(trace_file))
+
+
 def test_without_a_log_frequency_the_file_is_one_array_written_at_shutdown(tmp_path: Path) -> None:
     trace_file = tmp_path / "trace.json"
     server = start(tmp_path, [f"triton,file={trace_file}", "level=TIMESTAMPS", "rate=2"], "at-shutdown")
