@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from server.datatypes import SUPPORTED_DATATYPES, WIRE_DATATYPES, config_to_wire
 from server.errors import ServerError
+from server.model_config.latency_target import latency_target_ms
 from server.model_config.signature import GraphSignature, GraphTensor, format_dims
 from server.proto import model_config_pb2 as mc
 
@@ -39,6 +40,7 @@ def validate_config(config: mc.ModelConfig, graph: GraphSignature) -> None:
         _check_output(config, output, graph, output.name in batch_outputs)
     if not config.output:
         raise ServerError.invalid_arg(f"model '{name}': the config must list at least one output")
+    latency_target_ms(config)  # raises for a bad ortserve.target_latency_p99_ms
 
 
 def _check_input(config: mc.ModelConfig, entry: mc.ModelInput, graph: GraphSignature) -> None:

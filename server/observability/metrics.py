@@ -143,6 +143,9 @@ def render_inference_metrics(versions: Sequence[ObservedVersion]) -> list[str]:
     per_instance = [({**version_labels(s), "instance": instance}, stat) for s in versions for instance, stat in s.stats.instances.items()]
     lines += families.INSTANCE_EXECUTION_DURATION.render((labels, stat.ns // 1000) for labels, stat in per_instance)
     lines += families.INSTANCE_EXECUTION_COUNT.render((labels, stat.count) for labels, stat in per_instance)
+    lines += families.BATCH_DELAY.render(
+        (version_labels(s), s.stats.batch_delay_ns / 1000) for s in versions if s.stats.batch_delay_ns is not None
+    )
     lines += families.LOAD_DURATION.render((version_labels(s), round(s.load_duration_secs, 6)) for s in versions)
     cached = [s for s in versions if s.stats.cache_enabled]
     if cached:

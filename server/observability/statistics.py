@@ -73,6 +73,9 @@ class ModelStats:
     cache_enabled: bool = False
     cache_hit: DurationStat = field(default_factory=DurationStat)
     cache_miss: DurationStat = field(default_factory=DurationStat)
+    # The dynamic batcher's current max queue delay (tuned under a latency target); None when
+    # the version's batcher does not merge requests.
+    batch_delay_ns: int | None = None
 
     def record_success(self, timing: RequestTiming, batch_size: int, done_ns: int) -> None:
         self.success.add(done_ns - timing.received_ns)

@@ -10,6 +10,7 @@ import numpy as np
 
 from server.errors import ServerError
 from server.observability.statistics import RequestTiming
+from server.observability.tracing import RequestTrace
 
 
 @dataclass(slots=True, eq=False)
@@ -50,6 +51,8 @@ class InferenceJob:
     # Set when the cache answered: the job's outputs came from it, not from a model execution.
     from_cache: bool = False
     cache_lookup_ns: int = 0
+    # Set when this request is traced (the batcher tells it which batch it ran in).
+    trace: RequestTrace | None = None
 
     @property
     def enqueued_ns(self) -> int:

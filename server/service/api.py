@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from time import monotonic_ns
 
 from server import __version__
@@ -16,15 +17,19 @@ from server.client_strings import shown
 from server.errors import ServerError
 from server.lifecycle.manager import ModelManager
 from server.model_config.version_policy import parse_version
+from server.observability.statistics import RequestTiming
+from server.observability.trace_settings import parse_update
+from server.observability.tracing import Tracer
 from server.proto import model_config_pb2 as mc
-from server.service.inference import InferenceHandle, admit, outcome
+from server.service.inference import InferenceHandle, admit, end_trace, outcome
 from server.service.inflight import InflightBudget, default_budget_bytes
 from server.service.load_request import parse_load_request, split_load_parameters
 from server.service.request_inputs import check_request_strings
+from server.service.sample_capture import SampleCapture
 from server.service.shared_memory import SharedMemoryRegistry
 from server.service.shared_memory_io import attach_shared_memory
 from server.service.statistics import version_statistics
-from server.settings import ModelControlMode
+from server.settings import ModelControlMode, TraceOptions
 from server.types import (
     InferRequest,
     InferResponse,
@@ -34,12 +39,13 @@ from server.types import (
     ServerMetadata,
     SharedMemoryRegion,
     TensorMetadata,
+    TraceSettings,
 )
 
 log = logging.getLogger(__name__)
 
 # The Triton protocol extensions ortserve implements (ServerMetadata.extensions).
-EXTENSIONS = ("classification", "model_configuration", "model_repository", "statistics", "parameters", "binary_tensor_data")
+EXTENSIONS = ("classification", "model_configuration", "model_repository", "statistics", "parameters", "binary_tensor_data", "trace")
 # Advertised too when --allow-client-shm turns it on.
 SYSTEM_SHARED_MEMORY = "system_shared_memory"
 # What the extensions ortserve does not implement answer (UNSUPPORTED), over either protocol.
@@ -48,7 +54,6 @@ UNSUPPORTED_EXTENSIONS = {
         "CUDA shared memory is not supported by ortserve (it has not been built and tested on a GPU); "
         "use system shared memory or send tensors in the request"
     ),
-    "trace": "the trace extension is not supported by ortserve",
     "logging": "the logging extension is not supported by ortserve",
 }
 
@@ -62,8 +67,12 @@ class InferenceService:
         control_mode: ModelControlMode = ModelControlMode.NONE,
         budget: InflightBudget | None = None,
         shared_memory: SharedMemoryRegistry | None = None,
+        capture: SampleCapture | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._manager = manager
+        self._capture = capture
+        self._tracer = tracer or Tracer(TraceOptions(), sink=None)
         self._budget = budget or InflightBudget(default_budget_bytes())
         self._shared_memory = shared_memory or SharedMemoryRegistry()
         self._control_mode = control_mode
@@ -225,6 +234,29 @@ class InferenceService:
     def unregister_cuda_shared_memory(self, name: str) -> None:
         """Nothing to unregister (perf_analyzer --shared-memory system calls it with "" first)."""
 
+    # ---- trace extension -------------------------------------------------------------------
+
+    def tracing_active(self) -> bool:
+        """Whether any trace setting may sample a request now; frontends note a request's origin
+        (TraceOrigin) only then, so tracing off costs them this one check."""
+        return self._tracer.active
+
+    def trace_settings(self, model_name: str, update: Mapping[str, tuple[str, ...] | None] | None = None) -> TraceSettings:
+        """TraceSetting: apply ``update`` (setting name → values; None or () clears it; None
+        for no update) to the global setting ("" name) or a model's, and return the one in force.
+
+        Raises INVALID_ARG "Request for unknown model : m" for a model without a READY version,
+        UNSUPPORTED for ``trace_file`` (never set over the network), INVALID_ARG for bad values.
+        """
+        if model_name:
+            try:
+                self._manager.get(model_name, "")
+            except ServerError:
+                raise ServerError.invalid_arg(f"Request for unknown model : {model_name}") from None
+        if update is not None:
+            self._tracer.update(model_name, parse_update(update))
+        return self._tracer.settings(model_name)
+
     @staticmethod
     def unsupported(extension: str) -> ServerError:
         """The error an extension ortserve does not implement answers with (UNSUPPORTED)."""
@@ -258,11 +290,16 @@ class InferenceService:
             raise ServerError.unavailable("Server exiting")
         check_request_strings(request)
         servable = self._manager.get(request.model_name, request.model_version)
+        trace = None
+        if self._tracer.active:
+            trace = self._tracer.start(servable.name, servable.version, request.id, request.trace_origin, received_ns)
         try:
             shared_outputs = attach_shared_memory(self._shared_memory, request)
-            handle = admit(servable, request, self._budget, received_ns, shared_outputs)
+            handle = admit(servable, request, self._budget, received_ns, shared_outputs, self._capture, trace)
         except ServerError as error:
             servable.stats.record_failure(error.reason, received_ns, monotonic_ns())
+            if trace is not None:
+                end_trace(trace, RequestTiming(received_ns=received_ns), error.message)
             raise
         self._enter()
         return handle

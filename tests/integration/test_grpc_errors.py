@@ -446,12 +446,6 @@ UNIMPLEMENTED_RPCS: list[tuple[str, Callable[[grpcclient.InferenceServerClient],
     ("SystemSharedMemoryUnregister", lambda t: t.unregister_system_shared_memory(), SHM_DISABLED),
     # tritonclient base64-decodes the handle before sending it.
     ("CudaSharedMemoryRegister", lambda t: t.register_cuda_shared_memory("region", base64.b64encode(b"handle"), 0, 64), CUDA_SHARED_MEMORY),
-    ("TraceSetting-get", lambda t: t.get_trace_settings(), "the trace extension is not supported by ortserve"),
-    (
-        "TraceSetting-update",
-        lambda t: t.update_trace_settings(settings={"trace_level": ["TIMESTAMPS"]}),
-        "the trace extension is not supported by ortserve",
-    ),
     ("LogSettings-get", lambda t: t.get_log_settings(), "the logging extension is not supported by ortserve"),
     ("LogSettings-update", lambda t: t.update_log_settings({"log_verbose_level": 1}), "the logging extension is not supported by ortserve"),
 ]

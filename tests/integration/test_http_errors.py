@@ -481,8 +481,6 @@ CUDA_SHARED_MEMORY = (
         ("GET", "/v2/systemsharedmemory/status", SHM_DISABLED),
         ("POST", "/v2/systemsharedmemory/unregister", SHM_DISABLED),
         ("POST", "/v2/cudasharedmemory/region/r/register", CUDA_SHARED_MEMORY),
-        ("GET", "/v2/trace/setting", "the trace extension is not supported by ortserve"),
-        ("POST", "/v2/models/simple/trace/setting", "the trace extension is not supported by ortserve"),
         ("GET", "/v2/logging", "the logging extension is not supported by ortserve"),
     ],
 )

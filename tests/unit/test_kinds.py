@@ -8,10 +8,11 @@ from server.errors import ErrorCode, ServerError
 from server.lifecycle.kinds import Kinds
 from server.proto import model_config_pb2 as mc
 from server.runtime.loader import LoadOptions
+from server.runtime.threads import ThreadPlan
 
 
 def kinds() -> Kinds:
-    return Kinds(LoadOptions(default_max_batch_size=4, default_intra_op_threads=1))
+    return Kinds(LoadOptions(default_max_batch_size=4, threads=ThreadPlan(False, 1)))
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Triton extension routes ortserve does not implement: trace and logging.
+"""Triton extension routes ortserve does not implement: logging.
 
 They exist so that tritonclient's calls get 501 with the same message as over gRPC, not a 404
 that reads like a wrong URL.
@@ -21,7 +21,5 @@ def _refuse(extension: str) -> Handler:
 
 def unsupported_routes() -> list[web.RouteDef]:
     routes: list[web.RouteDef] = []
-    for path in ("/v2/trace/setting", "/v2/models/{model}/trace/setting"):
-        routes += [web.get(path, _refuse("trace")), web.post(path, _refuse("trace"))]
     routes += [web.get("/v2/logging", _refuse("logging")), web.post("/v2/logging", _refuse("logging"))]
     return routes
