@@ -1,4 +1,4 @@
-"""``python -m loadtest run|ceiling ...`` (see loadtest/cli.py)."""
+"""``python -m loadtest run|compare|ceiling ...`` (see loadtest/cli.py)."""
 
 from loadtest.cli import main
 

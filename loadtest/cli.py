@@ -3,6 +3,7 @@
 python -m loadtest run --url 127.0.0.1:8001 --model mlp --concurrency 1,16,64 --out /tmp/lt
 python -m loadtest run --url 127.0.0.1:8001 --model mlp --rate 500,1000 --duration 10
 python -m loadtest ceiling --model-file model_repo/mlp/1/model.onnx --batch 1,8,32 --threads 1
+python -m loadtest compare --url 127.0.0.1:8001 --model mlp --versions 1,2 --concurrency 1,16 --out /tmp/lt
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from loadtest import ceiling, report, runner
+from loadtest import ceiling, compare, report, runner
 from loadtest.raw_ort import parse_shape
 
 
@@ -41,9 +42,35 @@ def float_list(text: str) -> list[float]:
 
 def add_run_parser(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="load a server: concurrency sweep (closed loop) or fixed rates (open loop)")
+    add_load_arguments(run)
+    run.add_argument("--model-version", default="", help="default: the server's choice")
+    run.add_argument("--ceiling-model-file", type=Path, help="measure raw ORT on this .onnx at the formed batch sizes")
+    run.add_argument("--ceiling-threads", type=int, default=1, help="intra-op threads for the ceiling: what the server's instance uses")
+    run.add_argument("--ceiling-seconds", type=float, default=3.0)
+    run.add_argument("--name", help="file name stem in --out (default: the model name)")
+
+
+def add_compare_parser(commands: argparse._SubParsersAction) -> None:
+    top = commands.add_parser("compare", help="the same load against two versions of one model: one table, one plot")
+    add_load_arguments(top)
+    top.add_argument(
+        "--versions", type=version_pair, required=True, help="the two versions, e.g. 1,2 (the second is compared to the first)"
+    )
+    top.add_argument("--name", help="file name stem in --out (default: MODEL-compare)")
+    top.set_defaults(model_version="", ceiling_model_file=None, ceiling_threads=1, ceiling_seconds=3.0)
+
+
+def version_pair(text: str) -> tuple[str, str]:
+    versions = tuple(v.strip() for v in text.split(",") if v.strip())
+    if len(versions) != 2 or not all(v.isdigit() for v in versions) or versions[0] == versions[1]:
+        raise argparse.ArgumentTypeError(f"expected two different version numbers, e.g. 1,2, got '{text}'")
+    return versions  # type: ignore[return-value]
+
+
+def add_load_arguments(run: argparse.ArgumentParser) -> None:
+    """What a load is: the target, the levels, the request shape, the client processes, the output."""
     run.add_argument("--url", default="127.0.0.1:8001", help="host:port of the gRPC endpoint")
     run.add_argument("--model", required=True)
-    run.add_argument("--model-version", default="", help="default: the server's choice")
     load = run.add_mutually_exclusive_group()
     load.add_argument("--concurrency", type=int_list, help="closed-loop levels, e.g. 1,16,64 (default 1)")
     load.add_argument("--rate", type=float_list, help="open-loop target requests/s, e.g. 500,1000")
@@ -67,11 +94,7 @@ def add_run_parser(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--poisson", action="store_true", help="rate mode: exponential gaps instead of even spacing")
     run.add_argument("--max-in-flight", type=int, default=10_000, help="rate mode: per worker; slots beyond it are skipped")
     run.add_argument("--request-timeout", type=float, default=60.0, help="unary deadline in seconds")
-    run.add_argument("--ceiling-model-file", type=Path, help="measure raw ORT on this .onnx at the formed batch sizes")
-    run.add_argument("--ceiling-threads", type=int, default=1, help="intra-op threads for the ceiling: what the server's instance uses")
-    run.add_argument("--ceiling-seconds", type=float, default=3.0)
-    run.add_argument("--out", type=Path, help="directory for NAME.json, NAME.csv and NAME.png")
-    run.add_argument("--name", help="file name stem in --out (default: the model name)")
+    run.add_argument("--out", type=Path, help="directory for NAME.json, NAME.csv (run only) and NAME.png")
 
 
 def add_ceiling_parser(commands: argparse._SubParsersAction) -> None:
@@ -120,6 +143,17 @@ def command_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def command_compare(args: argparse.Namespace) -> int:
+    result = compare.compare(run_options(args), args.versions)
+    print()
+    print(compare.render(result))
+    if args.out is not None:
+        for path in compare.write(result, args.out, args.name or f"{args.model}-compare"):
+            print(f"wrote {path}")
+    failed = sum(sum(step.client.errors.values()) for report in result.reports.values() for step in report.steps)
+    return 1 if failed else 0
+
+
 def command_ceiling(args: argparse.Namespace) -> int:
     results = ceiling.measure_batches(args.model_file, args.batch, args.threads, args.seconds, dict(args.shape))
     print(report.ceiling_table(results))
@@ -135,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     add_run_parser(commands)
+    add_compare_parser(commands)
     add_ceiling_parser(commands)
     args = parser.parse_args(argv)
-    return command_run(args) if args.command == "run" else command_ceiling(args)
+    commands_by_name = {"run": command_run, "compare": command_compare, "ceiling": command_ceiling}
+    return commands_by_name[args.command](args)

@@ -28,6 +28,9 @@ class WorkerSamples:
     send_lag_ns: array[int] = field(default_factory=lambda: array("q"))  # rate mode: actual minus scheduled send
     skipped: int = 0  # rate mode: schedule slots not sent because max in flight was reached
     cpu_s: float = 0.0  # this process's CPU time during the window
+    # Whole step, warm-up and drain included: what the server's own counters must add up to.
+    started: int = 0
+    succeeded: int = 0
     wall_s: float = 0.0
 
 
@@ -48,6 +51,8 @@ class StepSummary:
     client_cpu_max_process: float  # the busiest worker's share of a core: near 1.0 means client-bound
     skipped: int
     send_lag_p99_us: float | None
+    started_total: int = 0  # requests sent over the whole step (warm-up and drain included)
+    succeeded_total: int = 0  # of those, answered without error
 
 
 def percentile(sorted_values: np.ndarray, pct: float) -> float | None:
@@ -91,4 +96,6 @@ def summarize(workers: Sequence[WorkerSamples], duration_s: float, rows: int) ->
         client_cpu_max_process=round(max(shares, default=0.0), 3),
         skipped=sum(w.skipped for w in workers),
         send_lag_p99_us=us(percentile(lags, 99)),
+        started_total=sum(w.started for w in workers),
+        succeeded_total=sum(w.succeeded for w in workers),
     )

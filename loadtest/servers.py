@@ -27,7 +27,7 @@ from server.proto import grpc_service_pb2_grpc as pb_grpc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 120.0
-# ortserve logs how many intra-op threads each CPU instance gets by default (server/repository/manager.py).
+# ortserve logs how many intra-op threads each CPU instance gets by default (server/lifecycle/manager.py).
 THREADS_LOG = re.compile(r"(\d+) intra-op thread\(s\) each by default")
 
 

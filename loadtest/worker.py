@@ -74,7 +74,12 @@ class Recorder:
         self.samples = WorkerSamples()
         self._begin, self._end = plan.window_start_ns, plan.window_end_ns
 
+    def begin(self) -> None:
+        self.samples.started += 1
+
     def outcome(self, start_ns: int, end_ns: int, error: str | None) -> None:
+        if error is None:
+            self.samples.succeeded += 1
         if self._begin <= end_ns <= self._end:
             if error is None:
                 self.samples.latencies_ns.append(end_ns - start_ns)
@@ -199,6 +204,7 @@ async def closed_loop(sender: Sender, plan: StepPlan, recorder: Recorder) -> Non
 
     async def slot(index: int) -> None:
         while (start := time.monotonic_ns()) < plan.window_end_ns:
+            recorder.begin()
             error = await sender.send(index)
             recorder.outcome(start, time.monotonic_ns(), error)
 
@@ -225,6 +231,7 @@ async def open_loop(sender: Sender, plan: StepPlan, recorder: Recorder) -> None:
 
     async def one(scheduled_ns: int, index: int) -> None:
         recorder.sent(scheduled_ns, time.monotonic_ns())
+        recorder.begin()
         error = await sender.send(index)
         recorder.outcome(scheduled_ns, time.monotonic_ns(), error)
 

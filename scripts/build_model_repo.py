@@ -47,7 +47,6 @@ dynamic_batching {
   max_queue_delay_microseconds: 100
 }
 instance_group [ { kind: KIND_CPU, count: 1 } ]
-parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
 """
 
 

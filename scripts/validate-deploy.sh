@@ -124,6 +124,9 @@ must_fail "terminationGracePeriodSeconds below the drain" \
   "$HELM" template ortserve "$CHART" --set terminationGracePeriodSeconds=10 --set server.exitTimeoutSecs=20
 must_fail "a value outside values.schema.json" "$HELM" template ortserve "$CHART" --set autoscaling.mode=cpu
 must_fail "an unknown value key" "$HELM" template ortserve "$CHART" --set server.exitTimeout=5
+must_fail "TLS without a Secret" "$HELM" template ortserve "$CHART" --set tls.enabled=true
+must_fail "a gRPC readiness probe on a TLS gRPC port" \
+  "$HELM" template ortserve "$CHART" --set tls.enabled=true --set tls.secretName=s --set probes.readinessType=grpc
 passed "negative checks: bad kinds, fields, values and grace periods are rejected"
 say "PASS"
 echo "validate-deploy: $PASSED passed, 0 failed"

@@ -12,13 +12,27 @@ import logging
 import signal
 import time
 
+from server.frontends.grpc.access import AccessInterceptor
 from server.frontends.grpc.server import GrpcFrontend
+from server.frontends.http.access import access_middleware
+from server.frontends.http.health import health_port_app
 from server.frontends.http.server import ConnectionLimits, HttpSite, build_http_app, build_metrics_app
 from server.lifecycle.manager import ModelManager
-from server.observability.metrics import render_inference_metrics, render_latency_histograms
+from server.observability.metrics import (
+    render_cache_metrics,
+    render_inference_metrics,
+    render_latency_histograms,
+    render_shared_memory_metrics,
+)
 from server.observability.system_metrics import SystemMetrics
+from server.observability.trace_setup import build_tracer
+from server.scheduling.response_cache import CacheSettings, ResponseCache
+from server.security.guard import Protocol
+from server.security.layer import SecurityLayer, SecurityStartupError
 from server.service import InferenceService
-from server.service.inflight import InflightBudget, default_budget_bytes
+from server.service.inflight import InflightBudget, default_budget_bytes, machine_memory_bytes
+from server.service.sample_capture import SampleCapture
+from server.service.shared_memory import SharedMemoryLimits, SharedMemoryRegistry
 from server.settings import ModelControlMode, Settings
 
 log = logging.getLogger(__name__)
@@ -63,9 +77,28 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.system_metrics = SystemMetrics(cpu=settings.allow_cpu_metrics, gpu=settings.allow_gpu_metrics)
-        self.manager = ModelManager(settings)
+        # One cache for every model that enables it, as Triton's local cache is.
+        self.response_cache = (
+            ResponseCache(CacheSettings(settings.cache_size_bytes, settings.cache_ttl_secs)) if settings.cache_size_bytes else None
+        )
+        self.manager = ModelManager(settings, self.response_cache)
         budget = InflightBudget(settings.max_inflight_bytes or default_budget_bytes())
-        self.service = InferenceService(self.manager, settings.strict_readiness, settings.server_id, settings.model_control_mode, budget)
+        shm_bytes = settings.max_shm_bytes or machine_memory_bytes()
+        shm_limits = SharedMemoryLimits(settings.allow_client_shm, settings.max_shm_regions, shm_bytes)
+        self.shared_memory = SharedMemoryRegistry(shm_limits)
+        self.capture = _sample_capture(settings)
+        self.tracer = build_tracer(settings.trace, settings.server_id)
+        self.service = InferenceService(
+            self.manager,
+            settings.strict_readiness,
+            settings.server_id,
+            settings.model_control_mode,
+            budget,
+            self.shared_memory,
+            self.capture,
+            self.tracer,
+        )
+        self.security: SecurityLayer | None = None  # built at start: it reads certificate and auth files
         self._stop = asyncio.Event()
         self._grpc: GrpcFrontend | None = None
         self._sites: list[HttpSite] = []
@@ -74,6 +107,8 @@ class App:
     def render_metrics(self) -> str:
         serving = self.manager.all_serving()
         lines = render_inference_metrics(serving) + self.system_metrics.render() + render_latency_histograms(serving)
+        lines += render_cache_metrics(self.response_cache) + render_shared_memory_metrics(self.shared_memory, self.shared_memory.enabled)
+        lines += self.security.render_metrics() if self.security else []
         return "\n".join(lines) + "\n"
 
     async def start(self) -> None:
@@ -95,19 +130,21 @@ class App:
 
     async def _start_frontends(self) -> None:
         s = self.settings
-        if s.allow_grpc:
-            try:
-                self._grpc = GrpcFrontend(self.service, s.host, s.grpc_port, grpc_options(s))
-            except RuntimeError as exc:  # grpcio: "Failed to bind to address ..." (e.g. the port is in use)
-                raise StartupError(f"cannot listen for gRPC: {exc}") from None
-            await self._grpc.start()
-        if s.allow_http:
-            http_limits = ConnectionLimits(s.http_max_connections, s.http_idle_timeout_secs, s.http_body_timeout_secs)
-            app = build_http_app(self.service, s.http_max_input_bytes, s.http_body_timeout_secs)
-            self._sites.append(HttpSite(app, s.host, s.http_port, http_limits))
+        try:
+            security = self.security = SecurityLayer(s.security)
+        except SecurityStartupError as exc:
+            raise StartupError(str(exc)) from None
+        security.log_posture(s.model_control_mode is ModelControlMode.EXPLICIT)
+        self._background += security.background_tasks()
+        self._grpc, self._sites = request_frontends(s, self.service, security)
         if s.allow_metrics:
-            self._sites.append(HttpSite(build_metrics_app(self.render_metrics), s.host, s.metrics_port, ConnectionLimits()))
+            metrics_app = build_metrics_app(self.render_metrics, _http_guarded(security, Protocol.METRICS))
+            self._sites.append(HttpSite(metrics_app, s.host, s.metrics_port, ConnectionLimits(), security.ssl_context("metrics")))
             self._background.append(asyncio.create_task(self.system_metrics.run(s.metrics_interval_ms / 1000)))
+        if s.security.health_port:  # plaintext and unauthenticated, only when asked (docs/security.md)
+            self._sites.append(HttpSite(health_port_app(self.service), s.host, s.security.health_port, ConnectionLimits()))
+        if self._grpc:
+            await self._grpc.start()
         for site in self._sites:
             try:
                 await site.start()
@@ -157,7 +194,25 @@ class App:
         for site in self._sites:
             await site.stop()
         await self.manager.close(drain_timeout_secs=max(0.0, deadline - time.monotonic()))
+        self.shared_memory.close()
+        if self.capture is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.capture.close)
+        await self._close_tracer(max(0.0, deadline - time.monotonic()))
         log.info("ortserve stopped")
+
+    async def _close_tracer(self, timeout_secs: float) -> None:
+        """Write the traces still held (Triton's file is closed now) within what is left of the exit timeout."""
+        self.tracer.retire_all()
+        closing = asyncio.ensure_future(asyncio.to_thread(self.tracer.close))
+        done, _ = await asyncio.wait({closing}, timeout=timeout_secs)
+        if not done:
+            log.warning("trace output not fully written before the exit timeout")
+
+
+def _sample_capture(settings: Settings) -> SampleCapture | None:
+    if settings.sample_capture_dir is None:
+        return None
+    return SampleCapture(settings.sample_capture_dir, settings.sample_capture_count, settings.sample_capture_bytes)
 
 
 async def serve(settings: Settings) -> None:
@@ -180,3 +235,32 @@ async def serve(settings: Settings) -> None:
         await app.shutdown()
         raise
     await app.run_until_stopped()
+
+
+def request_frontends(
+    settings: Settings, service: InferenceService, security: SecurityLayer, reuse_port: bool = False
+) -> tuple[GrpcFrontend | None, list[HttpSite]]:
+    """The gRPC and HTTP frontends of ``settings``, with their TLS and access control, not started
+    yet; ``reuse_port`` when several processes share the ports (--workers). Raises StartupError."""
+    s = settings
+    grpc_frontend: GrpcFrontend | None = None
+    sites: list[HttpSite] = []
+    if s.allow_grpc:
+        guard = security.guard_for(Protocol.GRPC)
+        credentials, interceptors = security.grpc_credentials(), [AccessInterceptor(guard)] if guard else []
+        options = [*grpc_options(s), ("grpc.so_reuseport", 1)] if reuse_port else grpc_options(s)
+        try:
+            grpc_frontend = GrpcFrontend(service, s.host, s.grpc_port, options, credentials, interceptors)
+        except RuntimeError as exc:  # grpcio: "Failed to bind to address ..." (e.g. the port is in use)
+            raise StartupError(f"cannot listen for gRPC: {exc}") from None
+    if s.allow_http:
+        http_limits = ConnectionLimits(s.http_max_connections, s.http_idle_timeout_secs, s.http_body_timeout_secs)
+        app = build_http_app(service, s.http_max_input_bytes, s.http_body_timeout_secs, _http_guarded(security, Protocol.HTTP))
+        sites.append(HttpSite(app, s.host, s.http_port, http_limits, security.ssl_context("HTTP"), reuse_port=reuse_port))
+    return grpc_frontend, sites
+
+
+def _http_guarded(security: SecurityLayer, protocol: Protocol) -> list[object]:
+    """The access middleware of an HTTP port, when its protocol is guarded."""
+    guard = security.guard_for(protocol)
+    return [access_middleware(guard, protocol)] if guard else []

@@ -14,7 +14,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from server.settings import DEFAULT_MAX_INPUT_BYTES, LogFormat, ModelControlMode, Settings, SettingsError
+from server.observability.trace_options import DeprecatedTraceFlags, parse_trace_options
+from server.security.flags import add_security_flags, security_settings
+from server.settings import DEFAULT_MAX_INPUT_BYTES, LogFormat, ModelControlMode, OrtThreadSettings, Settings, SettingsError
 
 ENV_PREFIX = "ORTSERVE_"
 
@@ -54,12 +56,52 @@ class _Repeatable(argparse._AppendAction):
         super().__call__(parser, namespace, values, option_string)
 
 
+class _SemicolonRepeatable(argparse.Action):
+    """Repeatable like _Repeatable, but its environment twin separates values with ';' (the
+    values themselves hold commas, e.g. ``triton,file=/tmp/t.json``)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        current = getattr(namespace, self.dest, None)
+        entries = [] if current is None or current is self.default else list(current)
+        setattr(namespace, self.dest, [*entries, values])
+
+
+def _semicolon_list(value: list[str] | str | None) -> list[str]:
+    if isinstance(value, str):  # from the environment
+        return [entry for entry in value.split(";") if entry]
+    return value or []
+
+
+def parse_workers(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of processes or 'auto', got '{text}'") from None
+
+
+def _workers(value: int | str) -> int:
+    from server.runtime.threads import available_cores
+    from server.workers.sizing import auto_workers
+
+    return auto_workers(available_cores()) if value == "auto" else int(value)
+
+
 def env_name(flag: str) -> str:
     return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
 
 
 def build_parser() -> OneLineParser:
-    p = OneLineParser(prog="ortserve", description="Serve ONNX models over Triton's gRPC/HTTP protocol.")
+    p = OneLineParser(
+        prog="ortserve", description="Serve ONNX models over Triton's gRPC/HTTP protocol (see also: ortserve optimize --help)."
+    )
     p.add_argument("--model-repository", "--model-store", action=_Repeatable, help="repository path (repeatable)")
     p.add_argument("--host", default="0.0.0.0", help="address every port binds to")
     p.add_argument("--http-port", type=int, default=8000)
@@ -91,7 +133,13 @@ def build_parser() -> OneLineParser:
     p.add_argument("--repository-poll-secs", type=float, default=15.0)
     p.add_argument("--load-model", action=_Repeatable, default=None, help="model to load in explicit mode (repeatable, * = all)")
     p.add_argument("--model-load-thread-count", type=int, default=4)
-    p.add_argument("--backend-config", action=_Repeatable, default=None, help="onnxruntime,default-max-batch-size=N (Triton's spelling)")
+    p.add_argument(
+        "--backend-config",
+        action=_Repeatable,
+        default=None,
+        help="onnxruntime,<setting>=<value> (Triton's spelling): default-max-batch-size, enable-global-threadpool, "
+        "intra_op_thread_count, inter_op_thread_count",
+    )
     p.add_argument("--id", default="ortserve", help="server name reported by ServerMetadata")
     for name in ("--allow-cpu-metrics", "--allow-gpu-metrics"):
         p.add_argument(name, type=parse_bool, nargs="?", const=True, default=True)
@@ -127,11 +175,54 @@ def build_parser() -> OneLineParser:
     p.add_argument(
         "--max-inflight-bytes", type=int, default=0, help="request bytes held at once, queued or running (0 = a quarter of memory)"
     )
+    p.add_argument(
+        "--cache-config",
+        action="append",
+        default=None,
+        help="response cache: local,size=<bytes> (Triton's spelling), and optionally local,ttl_secs=<seconds>",
+    )
+    p.add_argument(
+        "--allow-client-shm",
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="let clients register system shared memory (default false: see the README)",
+    )
+    p.add_argument("--max-shm-regions", type=int, default=128, help="shared-memory regions registered at once")
+    p.add_argument("--max-shm-bytes", type=int, default=0, help="client shared memory mapped at once (0 = the machine's memory)")
     p.add_argument("--metrics-interval-ms", type=int, default=2000, help="how often CPU/GPU gauges are sampled")
+    p.add_argument("--sample-capture-dir", type=Path, default=None, help="keep real request inputs here, per model (off by default)")
+    p.add_argument("--sample-capture-count", type=int, default=256, help="requests kept per model (default 256)")
+    p.add_argument("--sample-capture-bytes", type=int, default=64 * 2**20, help="bytes kept per model (default 64 MiB)")
+    p.add_argument(
+        "--workers",
+        type=parse_workers,
+        default="auto",
+        help="frontend processes sharing the gRPC/HTTP ports, one engine process behind them (1 = one process; "
+        "auto = 1 below 8 cores, else one per 4 cores up to 8)",
+    )
     p.add_argument(
         "--metrics-config", action="append", default=None, help="histogram_latencies=true|false (ortserve_* histograms, default true)"
     )
+    _add_trace_flags(p)
+    add_security_flags(p, parse_bool)
     return p
+
+
+def _add_trace_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trace-config",
+        action=_SemicolonRepeatable,
+        default=None,
+        help="[<mode>,]<setting>=<value> (Triton's): level=TIMESTAMPS, rate=N, count=N, mode=triton|opentelemetry, "
+        "triton,file=PATH, triton,log-frequency=N, opentelemetry,url=URL, opentelemetry,resource=KEY=VALUE (repeatable)",
+    )
+    # Triton's deprecated spellings of the same settings; --trace-config wins over them.
+    p.add_argument("--trace-file", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--trace-level", action=_Repeatable, default=None, help=argparse.SUPPRESS)
+    for name in ("--trace-rate", "--trace-count", "--trace-log-frequency"):
+        p.add_argument(name, default=None, help=argparse.SUPPRESS)
 
 
 def _apply_environment(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
@@ -155,20 +246,35 @@ def _apply_environment(parser: argparse.ArgumentParser, environ: Mapping[str, st
         action.default = default
 
 
-def _default_max_batch_size(backend_configs: list[str]) -> int:
-    result = 4
+_INT_BACKEND_SETTINGS = ("default-max-batch-size", "intra_op_thread_count", "inter_op_thread_count")
+_BACKEND_SETTINGS = (*_INT_BACKEND_SETTINGS, "enable-global-threadpool")
+
+
+def _backend_config(backend_configs: list[str]) -> tuple[int, OrtThreadSettings]:
+    """Triton's ``--backend-config=onnxruntime,<setting>=<value>`` (or ``<setting>=<value>`` for
+    every backend): auto-complete's default max_batch_size and ONNX Runtime's thread pools.
+    A setting given twice keeps its last value."""
+    values: dict[str, int | bool] = {}
     for entry in backend_configs:
-        backend, _, setting = entry.partition(",")
+        backend, _, setting = entry.partition(",") if "," in entry else ("onnxruntime", "", entry)
         key, _, value = setting.partition("=")
-        if backend != "onnxruntime" or not value:
+        if backend != "onnxruntime" or not key or not value:
             raise SettingsError(f"--backend-config '{entry}': expected onnxruntime,<key>=<value>")
-        if key != "default-max-batch-size":
-            raise SettingsError(f"--backend-config '{entry}': unknown onnxruntime setting '{key}'")
+        if key not in _BACKEND_SETTINGS:
+            supported = ", ".join(_BACKEND_SETTINGS)
+            raise SettingsError(f"--backend-config '{entry}': unknown onnxruntime setting '{key}' (supported: {supported})")
         try:
-            result = int(value)
+            values[key] = int(value) if key in _INT_BACKEND_SETTINGS else parse_bool(value)
         except ValueError:
             raise SettingsError(f"--backend-config '{entry}': '{value}' is not an integer") from None
-    return result
+        except argparse.ArgumentTypeError as exc:
+            raise SettingsError(f"--backend-config '{entry}': {exc}") from None
+    threads = OrtThreadSettings(
+        global_pool=bool(values.get("enable-global-threadpool", False)),
+        intra_op_threads=int(values.get("intra_op_thread_count", 0)),
+        inter_op_threads=int(values.get("inter_op_thread_count", 0)),
+    )
+    return int(values.get("default-max-batch-size", 4)), threads
 
 
 def _distinct_paths(paths: Sequence[str]) -> tuple[Path, ...]:
@@ -194,12 +300,44 @@ def _histogram_latencies(metrics_configs: list[str]) -> bool:
     return enabled
 
 
+def _cache_settings(cache_configs: list[str]) -> tuple[int, float]:
+    """(size bytes, ttl seconds) from Triton's ``<cache>,<setting>=<value>`` entries. From the
+    environment they arrive split at commas ("local", "size=N"): a bare name names the cache of
+    the settings after it."""
+    size, ttl, cache = 0, 0.0, ""
+    for entry in cache_configs:
+        if "=" not in entry:
+            cache = entry
+            continue
+        name, _, setting = entry.rpartition(",")
+        cache = name or cache
+        key, _, value = setting.partition("=")
+        if not cache:
+            raise SettingsError(f"No cache specified. --cache-config option format is <cache name>,<setting>=<value>. Got {entry}")
+        if cache != "local":
+            raise SettingsError(f"--cache-config '{entry}': ortserve has only the 'local' cache")
+        if key not in ("size", "ttl_secs"):
+            raise SettingsError(f"--cache-config '{entry}': unknown local cache setting '{key}' (supported: size, ttl_secs)")
+        try:
+            if key == "size":
+                size = int(value)
+            else:
+                ttl = float(value)
+        except ValueError:
+            raise SettingsError(f"--cache-config '{entry}': '{value}' is not a number") from None
+    if cache_configs and size <= 0:
+        raise SettingsError("--cache-config local needs size=<bytes> > 0")
+    return size, ttl
+
+
 def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
     """Raises SystemExit(2) with a one-line message for bad flags or settings."""
     parser = build_parser()
     _apply_environment(parser, os.environ if environ is None else environ)
     args = parser.parse_args(argv)
     try:
+        cache_size, cache_ttl = _cache_settings(args.cache_config or [])
+        default_max_batch_size, ort_threads = _backend_config(args.backend_config or [])
         return Settings(
             model_repositories=_distinct_paths(args.model_repository or ()),
             host=args.host,
@@ -219,7 +357,8 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
             repository_poll_secs=args.repository_poll_secs,
             load_models=tuple(args.load_model or ()),
             model_load_thread_count=args.model_load_thread_count,
-            default_max_batch_size=_default_max_batch_size(args.backend_config or []),
+            default_max_batch_size=default_max_batch_size,
+            ort_threads=ort_threads,
             server_id=args.id,
             allow_cpu_metrics=args.allow_cpu_metrics,
             allow_gpu_metrics=args.allow_gpu_metrics,
@@ -237,6 +376,20 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
             http_idle_timeout_secs=args.http_idle_timeout_secs,
             http_body_timeout_secs=args.http_body_timeout_secs,
             max_inflight_bytes=args.max_inflight_bytes,
+            cache_size_bytes=cache_size,
+            cache_ttl_secs=cache_ttl,
+            allow_client_shm=args.allow_client_shm,
+            max_shm_regions=args.max_shm_regions,
+            max_shm_bytes=args.max_shm_bytes,
+            trace=parse_trace_options(
+                _semicolon_list(args.trace_config),
+                DeprecatedTraceFlags(args.trace_file, args.trace_level or [], args.trace_rate, args.trace_count, args.trace_log_frequency),
+            ),
+            sample_capture_dir=args.sample_capture_dir,
+            sample_capture_count=args.sample_capture_count,
+            sample_capture_bytes=args.sample_capture_bytes,
+            security=security_settings(args),
+            workers=_workers(args.workers),
         )
     except SettingsError as exc:
         parser.error(str(exc))
@@ -249,19 +402,39 @@ def _disable_onnxruntime_telemetry() -> None:
     onnxruntime.disable_telemetry_events()
 
 
+def _encrypt_model(argv: Sequence[str]) -> int:
+    from server.security.encrypt_cli import main as encrypt_model_main
+
+    return encrypt_model_main(argv)
+
+
+def _optimize(argv: Sequence[str]) -> int:
+    from server.optimize.command import main as optimize_main
+
+    return optimize_main(argv)
+
+
+# `ortserve <subcommand> ...`: anything else is the server's own flags.
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"encrypt-model": _encrypt_model, "optimize": _optimize}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments and arguments[0] in SUBCOMMANDS:  # a command of its own, in this process, never in a server
+        return SUBCOMMANDS[arguments[0]](arguments[1:])
     # Imported here so `ortserve --help` and flag errors stay fast.
     import uvloop
 
     from server.app import StartupError, serve
     from server.errors import ServerError
     from server.observability.logging import configure_logging
+    from server.workers.engine import serve_workers
 
-    settings = parse_settings(sys.argv[1:] if argv is None else argv)
+    settings = parse_settings(arguments)
     configure_logging(settings.log_format, settings.log_verbose)
     _disable_onnxruntime_telemetry()
     try:
-        uvloop.run(serve(settings))
+        uvloop.run(serve_workers(settings) if settings.workers > 1 else serve(settings))
     except StartupError as exc:
         print(f"ortserve: error: {exc}", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -41,6 +42,23 @@ class RequestedOutput:
 
 
 @dataclass(slots=True)
+class TraceOrigin:
+    """What a frontend knows of a request it hands over while tracing is on (Triton's trace
+    extension): which frontend, when it began handling it, and the client's W3C trace context.
+    Not frozen: one is made per request while tracing is on, and a frozen init costs 4x."""
+
+    protocol: str  # "GRPC" or "HTTP": names the frontend's trace timestamps
+    arrived_ns: int  # time.monotonic_ns() when the frontend began handling the request
+    traceparent: str = ""
+    tracestate: str = ""
+
+
+class TraceEnd(Protocol):
+    def finish(self) -> None:
+        """The frontend has encoded the response: the request's trace is complete."""
+
+
+@dataclass(slots=True)
 class InferRequest:
     model_name: str
     model_version: str = ""
@@ -53,6 +71,8 @@ class InferRequest:
     deadline: float | None = None
     # What the request occupies as received (message or body bytes), for the in-flight budget.
     size_bytes: int = 0
+    # Set by a frontend only while tracing is on (InferenceService.tracing_active).
+    trace_origin: TraceOrigin | None = None
 
 
 @dataclass(slots=True)
@@ -61,6 +81,9 @@ class InferOutput:
     datatype: str
     shape: tuple[int, ...]
     array: np.ndarray
+    # Written into the shared-memory region the request named: ``array`` is then empty (of the
+    # output's dtype) and the frontends send the name, datatype and shape without data.
+    in_shared_memory: bool = False
 
 
 @dataclass(slots=True)
@@ -70,6 +93,8 @@ class InferResponse:
     id: str
     outputs: list[InferOutput]
     parameters: dict[str, ParameterValue] = field(default_factory=dict)
+    # A sampled request's trace; the frontend calls ``finish()`` once it has encoded the response.
+    trace: TraceEnd | None = None
 
 
 class ModelState(enum.Enum):
@@ -147,3 +172,28 @@ class ModelStatistics:
     compute_infer: Duration
     compute_output: Duration
     batch_stats: tuple[BatchStatistics, ...]
+    # Requests the response cache answered, and lookups that missed it (their durations).
+    cache_hit: Duration = Duration(0, 0)
+    cache_miss: Duration = Duration(0, 0)
+
+
+@dataclass(slots=True, frozen=True)
+class SharedMemoryRegion:
+    """A registered system shared-memory region (SystemSharedMemoryStatus): ``byte_size`` bytes
+    of the POSIX shared-memory object ``key``, from ``offset``."""
+
+    name: str
+    key: str
+    offset: int
+    byte_size: int
+
+
+@dataclass(slots=True, frozen=True)
+class TraceSettings:
+    """One trace setting in force (Triton's trace extension: TraceSetting, ``v2[/models/m]/trace/setting``)."""
+
+    level: tuple[str, ...]  # ("OFF",) or ("TIMESTAMPS",)
+    rate: int
+    count: int  # traces still to collect; -1 = no limit
+    log_frequency: int
+    file: str  # only ever from the command line

@@ -1,8 +1,10 @@
 """Docker HEALTHCHECK for ortserve: exit 0 when GET /v2/health/ready answers 200, else 1.
 
 Reads the same environment as the server (ORTSERVE_HOST, ORTSERVE_HTTP_PORT), so set the HTTP
-port through the environment, not a flag, when you change it. A wildcard host is probed on
-loopback. Proxies from the environment are ignored: the probe is always local.
+port through the environment, not a flag, when you change it. With ORTSERVE_HTTP_HEALTH_PORT set
+(the plaintext health port, for an HTTP port behind TLS or credentials) that port is probed
+instead. A wildcard host is probed on loopback. Proxies from the environment are ignored: the
+probe is always local.
 """
 
 import os
@@ -19,7 +21,8 @@ def ready_url() -> str:
         host = "::1"
     if ":" in host:
         host = f"[{host}]"
-    port = os.environ.get("ORTSERVE_HTTP_PORT", "8000").strip()
+    health_port = os.environ.get("ORTSERVE_HTTP_HEALTH_PORT", "0").strip()
+    port = health_port if health_port not in ("", "0") else os.environ.get("ORTSERVE_HTTP_PORT", "8000").strip()
     return f"http://{host}:{port}/v2/health/ready"
 
 

@@ -9,11 +9,12 @@ from server.lifecycle.onnx_servable import OnnxKind
 from server.lifecycle.servable import AnyKind
 from server.proto import model_config_pb2 as mc
 from server.runtime.loader import LoadOptions
+from server.scheduling.response_cache import ResponseCache
 
 
 class Kinds:
-    def __init__(self, options: LoadOptions, members: MemberDirectory) -> None:
-        self.onnx = OnnxKind(options)
+    def __init__(self, options: LoadOptions, members: MemberDirectory, response_cache: ResponseCache | None = None) -> None:
+        self.onnx = OnnxKind(options, response_cache)
         self.ensemble = EnsembleKind(members)
         self._by_platform: dict[str, AnyKind] = {self.onnx.platform: self.onnx, self.ensemble.platform: self.ensemble}
 

@@ -39,7 +39,8 @@ from server.repository.layout import ModelSource, read_model, scan_repositories
 from server.repository.request_files import PrivateModelFiles
 from server.repository.scan import Scan, scan_models
 from server.runtime.loader import LoadOptions
-from server.runtime.threads import available_cores, default_intra_op_threads
+from server.runtime.threads import ThreadPlan, apply_thread_plan, available_cores, plan_threads
+from server.scheduling.response_cache import ResponseCache
 from server.settings import ModelControlMode, Settings
 from server.types import ModelIndexEntry, ModelState
 
@@ -47,11 +48,12 @@ log = logging.getLogger(__name__)
 
 
 class ModelManager:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, response_cache: ResponseCache | None = None) -> None:
         self._settings = settings
         self._models: dict[str, ModelRecord] = {}
         self._load_pool = DaemonThreadPool(settings.model_load_thread_count, "model-load")
-        self._kinds = Kinds(LoadOptions(settings.default_max_batch_size, 1), self)
+        options = LoadOptions(settings.default_max_batch_size, ThreadPlan(False, 1), model_key=settings.security.model_key)
+        self._kinds = Kinds(options, self, response_cache)
         # Ensembles and their members: members load first, unloading one reaches its ensembles.
         self._dependencies = DependencyGraph()
         self._versions = VersionLoader(self._load_pool, settings.histogram_latencies, settings.version_drain_timeout_secs)
@@ -71,14 +73,18 @@ class ModelManager:
         scanned = await self._scan(self._explicit_startup_names())
         names = self._startup_names(scanned)
         planned = sum(await asyncio.gather(*(self._blocking(planned_cpu_instances, scanned[n][0]) for n in names if n in scanned)))
-        threads = default_intra_op_threads(planned, available_cores())
-        self._kinds.set_load_options(LoadOptions(self._settings.default_max_batch_size, threads))
-        log.info("%d CPU instance(s) planned on %d core(s): %d intra-op thread(s) each by default", planned, available_cores(), threads)
+        self._plan_threads(planned)
         for name in names - scanned.keys():
             record = self._models[name] = ModelRecord(name)
             record.error = f"model '{name}' was not found in any model repository"
             log.error("%s", record.error)
         await asyncio.gather(*(self._apply(name, *scanned[name]) for name in names & scanned.keys()))
+
+    def _plan_threads(self, planned_instances: int) -> None:
+        """Decide, once and before any session opens, how ONNX Runtime's threads are shared."""
+        plan = apply_thread_plan(plan_threads(self._settings.ort_threads, available_cores()))
+        self._kinds.set_load_options(LoadOptions(self._settings.default_max_batch_size, plan, model_key=self._settings.security.model_key))
+        log.info("%s", plan.describe(planned_instances, available_cores()))
 
     def _explicit_startup_names(self) -> set[str] | None:
         """The only models explicit mode loads at startup (None: every model)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,9 @@ from server.runtime.loader import LoadedVersion, LoadOptions, load_version
 from server.runtime.memory import release_freed_memory
 from server.scheduling.base import Scheduler
 from server.scheduling.factory import create_scheduler
+from server.scheduling.response_cache import ResponseCache
+
+log = logging.getLogger(__name__)
 
 
 class OnnxServable:
@@ -36,6 +40,7 @@ class OnnxServable:
         load_duration_secs: float = 0.0,
         spec: ModelSpec | None = None,
         initial_states: dict[str, np.ndarray] | None = None,
+        response_cache: ResponseCache | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -45,7 +50,7 @@ class OnnxServable:
         self.instances = instances
         self.stats = ModelStats(histograms=histograms)
         self.load_duration_secs = load_duration_secs
-        self.scheduler: Scheduler = create_scheduler(config, instances, self.stats, initial_states)
+        self.scheduler: Scheduler = create_scheduler(config, instances, self.stats, initial_states, response_cache, version)
 
     def devices(self) -> list[str]:
         return [instance.device for instance in self.instances]
@@ -70,9 +75,11 @@ class OnnxKind:
     platform = ONNX_PLATFORM
     backend = ONNX_BACKEND
 
-    def __init__(self, options: LoadOptions) -> None:
+    def __init__(self, options: LoadOptions, response_cache: ResponseCache | None = None) -> None:
         # Replaced by the manager once it knows how many CPU instances the repository plans.
         self.options = options
+        # The server's response cache (--cache-config), for the versions whose config enables it.
+        self.response_cache = response_cache
 
     def load(
         self, config: mc.ModelConfig, name: str, version: int, version_dir: Path, model_dir: Path, network_config: bool
@@ -83,8 +90,11 @@ class OnnxKind:
     def serve(
         self, loaded: LoadedVersion, name: str, version: int, histograms: HistogramSink | None, load_duration_secs: float
     ) -> OnnxServable:
+        config = loaded.config
+        if config.response_cache.enable and self.response_cache is None:
+            log.info("model '%s': response_cache is enabled in its config, but the server has no cache (--cache-config local,size=N)", name)
         return OnnxServable(
-            name, version, loaded.config, loaded.instances, histograms, load_duration_secs, loaded.spec, loaded.initial_states
+            name, version, config, loaded.instances, histograms, load_duration_secs, loaded.spec, loaded.initial_states, self.response_cache
         )
 
     def discard(self, loaded: LoadedVersion) -> None:

@@ -33,6 +33,7 @@ ACTED_ON_FIELDS: frozenset[str] = frozenset(
         "ensemble_scheduling",
         "model_warmup",
         "model_transaction_policy",
+        "response_cache",
     }
 )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from server.datatypes import SUPPORTED_DATATYPES, WIRE_DATATYPES, config_to_wire
 from server.errors import ServerError
+from server.model_config.latency_target import latency_target_ms
 from server.model_config.sequence_config import sequence_input_count
 from server.model_config.signature import GraphSignature, GraphTensor, format_dims
 from server.proto import model_config_pb2 as mc
@@ -24,6 +25,10 @@ def validate_config(config: mc.ModelConfig, graph: GraphSignature) -> None:
         raise ServerError.invalid_arg(f"model '{name}': max_batch_size must be >= 0, got {config.max_batch_size}")
     if config.model_transaction_policy.decoupled:
         raise ServerError.invalid_arg(f"model '{name}': decoupled transaction policy is not supported for ONNX models")
+    if config.response_cache.enable and config.HasField("sequence_batching"):  # Triton's rule and words
+        raise ServerError.invalid_arg(
+            f"Response Cache does not currently support model {name} with sequence batching scheduler. Please disable the response cache."
+        )
     # The sequence batcher feeds one more input per control and per implicit state (the ORT backend's count).
     expected = sum(1 for entry in config.input if not entry.optional) + len(config.batch_input) + sequence_input_count(config)
     if expected != len(graph.inputs):
@@ -37,6 +42,7 @@ def validate_config(config: mc.ModelConfig, graph: GraphSignature) -> None:
         _check_output(config, output, graph, output.name in batch_outputs)
     if not config.output:
         raise ServerError.invalid_arg(f"model '{name}': the config must list at least one output")
+    latency_target_ms(config)  # raises for a bad ortserve.target_latency_p99_ms
 
 
 def _check_input(config: mc.ModelConfig, entry: mc.ModelInput, graph: GraphSignature) -> None:

@@ -65,6 +65,25 @@ PENDING_REQUESTS = Family(
     "nv_inference_pending_request_count", "gauge", "Instantaneous number of pending requests awaiting execution per-model."
 )
 LOAD_DURATION = Family("nv_model_load_duration_secs", "gauge", "Model load time in seconds (including warmup)")
+# Only for versions that answer from the response cache (Triton shows them only then).
+CACHE_HITS = Family("nv_cache_num_hits_per_model", "counter", "Number of cache hits per model")
+CACHE_MISSES = Family("nv_cache_num_misses_per_model", "counter", "Number of cache misses per model")
+CACHE_HIT_DURATION = Family("nv_cache_hit_duration_per_model", "counter", "Total cache hit duration per model, in microseconds")
+CACHE_MISS_DURATION = Family(
+    "nv_cache_miss_duration_per_model", "counter", "Total cache miss (insert+lookup) duration per model, in microseconds"
+)
+
+# ---- the server's response cache and shared memory (ortserve's) ------------------------------
+CACHE_ENTRIES = Family("ortserve_cache_entries", "gauge", "Responses held in the response cache")
+CACHE_BYTES = Family("ortserve_cache_bytes", "gauge", "Bytes the response cache holds, counted against its budget")
+CACHE_CAPACITY = Family("ortserve_cache_capacity_bytes", "gauge", "The response cache's byte budget (--cache-config local,size)")
+CACHE_EVICTIONS = Family(
+    "ortserve_cache_evictions", "counter", "Responses evicted from the response cache to make room within its byte budget"
+)
+SHM_REGIONS = Family("ortserve_shm_regions", "gauge", "System shared-memory regions registered by clients")
+SHM_MAPPED_BYTES = Family(
+    "ortserve_shm_mapped_bytes", "gauge", "Bytes of client shared memory mapped, including unregistered regions still in use"
+)
 
 # ---- per model version and instance (ortserve's) ---------------------------------------------
 EXECUTING_REQUESTS = Family(
@@ -76,6 +95,11 @@ INSTANCE_EXECUTION_DURATION = Family(
     "ortserve_instance_execution_duration_us", "counter", "Cumulative time each model instance spent running ONNX Runtime, in microseconds"
 )
 INSTANCE_EXECUTION_COUNT = Family("ortserve_instance_execution_count", "counter", "Number of batches each model instance ran")
+BATCH_DELAY = Family(
+    "ortserve_batch_queue_delay_us",
+    "gauge",
+    "Current max queue delay of the dynamic batcher in microseconds (tuned online under ortserve.target_latency_p99_ms)",
+)
 
 # ---- sequence batching and ensembles, per model version (ortserve's) ---------------------------
 SEQUENCE_ACTIVE = Family("ortserve_sequence_active", "gauge", "Instantaneous number of sequences holding a batch slot, per-model.")
@@ -115,6 +139,13 @@ COMPUTE_SECONDS = Family(
 BATCH_SIZE = Family("ortserve_batch_size", "histogram", "Rows in each batch the scheduler formed and executed", BATCH_SIZE_BUCKETS)
 HISTOGRAMS = (REQUEST_SECONDS, QUEUE_SECONDS, COMPUTE_SECONDS, BATCH_SIZE)
 
+# ---- access control (ortserve's) -------------------------------------------------------------
+AUTH_FAILURES = Family(
+    "ortserve_auth_failures", "counter", "Calls refused by authentication or authorisation, by protocol, API group and reason"
+)
+AUDIT_EVENTS = Family("ortserve_audit_events", "counter", "Audited events: model loads and unloads by outcome, and refused calls by reason")
+AUTH_CONFIG_RELOADS = Family("ortserve_auth_config_reloads", "counter", "Reloads of the --auth-config file after it changed, by outcome")
+
 # ---- the machine (Triton's) ------------------------------------------------------------------
 CPU_UTILIZATION = Family("nv_cpu_utilization", "gauge", "CPU utilization rate [0.0 - 1.0]")
 CPU_MEMORY_TOTAL = Family("nv_cpu_memory_total_bytes", "gauge", "CPU total memory (RAM), in bytes")
@@ -124,6 +155,11 @@ GPU_MEMORY_TOTAL = Family("nv_gpu_memory_total_bytes", "gauge", "GPU total memor
 GPU_MEMORY_USED = Family("nv_gpu_memory_used_bytes", "gauge", "GPU used memory, in bytes")
 GPU_POWER_USAGE = Family("nv_gpu_power_usage", "gauge", "GPU power usage in watts")
 GPU_POWER_LIMIT = Family("nv_gpu_power_limit", "gauge", "GPU power management limit in watts")
+
+# ---- frontend processes (--workers; served by the engine) ---------------------------------------
+FRONTEND_REQUESTS = Family("ortserve_frontend_requests", "counter", "Inference requests each frontend process handed to the engine")
+FRONTEND_RESTARTS = Family("ortserve_frontend_restarts", "counter", "Frontend processes restarted after they exited unasked")
+FRONTENDS_CONNECTED = Family("ortserve_frontends_connected", "gauge", "Frontend processes connected to the engine")
 
 
 def _escape(value: str) -> str:

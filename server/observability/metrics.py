@@ -61,6 +61,61 @@ _COUNTERS: list[tuple[families.Family, Callable[[ModelStats], float]]] = [
 ]
 
 
+# Triton's response-cache counters, for the versions that answer from the cache.
+_CACHE_COUNTERS: list[tuple[families.Family, Callable[[ModelStats], float]]] = [
+    (families.CACHE_HITS, lambda s: s.cache_hit.count),
+    (families.CACHE_MISSES, lambda s: s.cache_miss.count),
+    (families.CACHE_HIT_DURATION, lambda s: s.cache_hit.ns // 1000),
+    (families.CACHE_MISS_DURATION, lambda s: s.cache_miss.ns // 1000),
+]
+
+
+class CacheGauges(Protocol):
+    """What the exposition reads of the server's response cache."""
+
+    @property
+    def entries(self) -> int: ...
+
+    @property
+    def used_bytes(self) -> int: ...
+
+    @property
+    def capacity_bytes(self) -> int: ...
+
+    @property
+    def evictions(self) -> int: ...
+
+
+class SharedMemoryGauges(Protocol):
+    @property
+    def region_count(self) -> int: ...
+
+    @property
+    def mapped_bytes(self) -> int: ...
+
+
+def render_cache_metrics(cache: CacheGauges | None) -> list[str]:
+    """The server's cache gauges (none without a cache)."""
+    if cache is None:
+        return []
+    return [
+        *families.CACHE_ENTRIES.render([({}, cache.entries)]),
+        *families.CACHE_BYTES.render([({}, cache.used_bytes)]),
+        *families.CACHE_CAPACITY.render([({}, cache.capacity_bytes)]),
+        *families.CACHE_EVICTIONS.render([({}, cache.evictions)]),
+    ]
+
+
+def render_shared_memory_metrics(shared_memory: SharedMemoryGauges, enabled: bool) -> list[str]:
+    """Registered regions and mapped bytes (none while the extension is off)."""
+    if not enabled:
+        return []
+    return [
+        *families.SHM_REGIONS.render([({}, shared_memory.region_count)]),
+        *families.SHM_MAPPED_BYTES.render([({}, shared_memory.mapped_bytes)]),
+    ]
+
+
 def version_labels(serving: ObservedVersion) -> dict[str, str]:
     labels = {"model": serving.name, "version": serving.version_str}
     labels.update({f"_{key}": value for key, value in serving.config.metric_tags.items()})
@@ -89,6 +144,13 @@ def render_inference_metrics(versions: Sequence[ObservedVersion]) -> list[str]:
     per_instance = [({**version_labels(s), "instance": instance}, stat) for s in versions for instance, stat in s.stats.instances.items()]
     lines += families.INSTANCE_EXECUTION_DURATION.render((labels, stat.ns // 1000) for labels, stat in per_instance)
     lines += families.INSTANCE_EXECUTION_COUNT.render((labels, stat.count) for labels, stat in per_instance)
+    lines += families.BATCH_DELAY.render(
+        (version_labels(s), s.stats.batch_delay_ns / 1000) for s in versions if s.stats.batch_delay_ns is not None
+    )
     lines += families.LOAD_DURATION.render((version_labels(s), round(s.load_duration_secs, 6)) for s in versions)
     lines += render_composite_metrics(versions, version_labels)
+    cached = [s for s in versions if s.stats.cache_enabled]
+    if cached:
+        for family, value in _CACHE_COUNTERS:
+            lines += family.render((version_labels(s), value(s.stats)) for s in cached)
     return lines

@@ -93,6 +93,14 @@ class ModelStats:
     # A sequence batcher's counters, and an ensemble's per-step figures (None for other models).
     sequences: SequenceCounters | None = None
     steps: list[StepStat] | None = None
+    # The response cache (True when this version answers from it): requests answered from it and
+    # the lookups that missed it, with their lookup (and insertion) time.
+    cache_enabled: bool = False
+    cache_hit: DurationStat = field(default_factory=DurationStat)
+    cache_miss: DurationStat = field(default_factory=DurationStat)
+    # The dynamic batcher's current max queue delay (tuned under a latency target); None when
+    # the version's batcher does not merge requests.
+    batch_delay_ns: int | None = None
 
     def record_success(self, timing: RequestTiming, batch_size: int, done_ns: int) -> None:
         self.success.add(done_ns - timing.received_ns)
@@ -104,6 +112,19 @@ class ModelStats:
         self.last_inference_ms = time.time_ns() // 1_000_000
         if self.histograms is not None:
             self.histograms.observe_request(timing, done_ns)
+
+    def record_cache_hit(self, timing: RequestTiming, lookup_ns: int, done_ns: int) -> None:
+        """A request answered from the response cache (Triton's rule: a success with its queue
+        time, but neither an inference nor an execution, and no compute time)."""
+        self.success.add(done_ns - timing.received_ns)
+        self.queue.add(timing.exec_start_ns - timing.enqueued_ns)
+        self.cache_hit.add(lookup_ns)
+        if self.histograms is not None:
+            self.histograms.observe_request(timing, done_ns)
+
+    def record_cache_miss(self, ns: int) -> None:
+        """A lookup that missed and went to the model; ``ns`` is the lookup plus the insertion."""
+        self.cache_miss.add(ns)
 
     def record_failure(self, reason: FailureReason, received_ns: int, done_ns: int) -> None:
         self.fail.add(done_ns - received_ns)

@@ -65,6 +65,9 @@ class ModelInstance:
                 work()
             except Exception:  # work reports its own errors; this is a last line of defence
                 log.exception("instance %s: unexpected error in posted work", self.name)
+            # Drop the finished work now, not when the next arrives: it holds its batch's tensors
+            # (and views of client shared memory, which keep an unregistered region mapped).
+            work = None
 
     def close(self) -> None:
         """Finish posted work, stop the thread and drop the session (frees its memory)."""

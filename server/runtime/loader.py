@@ -32,7 +32,10 @@ from server.runtime.gpus import CUDA_PROVIDER, usable_gpu_count
 from server.runtime.initial_state import read_initial_states
 from server.runtime.instance import ModelInstance, graph_signature
 from server.runtime.session_options import build_session_options
+from server.runtime.threads import ThreadPlan
 from server.runtime.warmup import NETWORK_WARMUP_LIMITS, run_warmup
+from server.security.model_encryption import ENCRYPTED_SUFFIX, decrypt_model
+from server.security.settings import ModelKeySource
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +43,12 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class LoadOptions:
     default_max_batch_size: int
-    # Intra-op threads per CPU instance when the config does not say (see runtime/threads.py).
-    default_intra_op_threads: int
+    # ONNX Runtime threads of a session whose config does not set them (see runtime/threads.py).
+    threads: ThreadPlan
     # The config came with a load request (not from the repository): its warmup is bounded.
     network_config: bool = False
+    # The key of encrypted model files whose config names none (--model-key-file / --model-key-env).
+    model_key: ModelKeySource = field(default_factory=ModelKeySource)
 
 
 @dataclass(slots=True)
@@ -81,8 +86,8 @@ def load_version(
     config = autocomplete.complete_core_fields(file_config, model_name)
     refuse_ensemble_scheduling(config)
     validate_sequence_config(config)
-    path = model_file(version_dir, config)
-    probe = _open_session(path, model_dir, config, DeviceChoice.cpu(), options)
+    path, plaintext = _model_source(version_dir, model_dir, config, options)
+    probe = _open_session(path, model_dir, config, DeviceChoice.cpu(), options, plaintext)
     config = autocomplete.complete_from_graph(config, graph_signature(probe), options.default_max_batch_size)
     autocomplete.complete_instance_groups(config, gpu_count=usable_gpu_count())
     autocomplete.complete_batching_defaults(config)
@@ -101,7 +106,7 @@ def load_version(
         for index, device in enumerate(devices):
             # The CPU session opened for auto-complete serves as the first plain CPU instance.
             reuse = index == 0 and device == DeviceChoice.cpu()
-            session = probe if reuse else _open_session(path, model_dir, config, device, options)
+            session = probe if reuse else _open_session(path, model_dir, config, device, options, plaintext)
             instances.append(ModelInstance(f"{model_name}_v{version}_{index}", session, device.label, use_io_binding=not device.is_cpu))
         warmup = run_warmup(config, spec, instances, model_dir, NETWORK_WARMUP_LIMITS if options.network_config else None)
     except BaseException:
@@ -111,6 +116,16 @@ def load_version(
     if warmup.executions:
         log.info("model '%s' version %d: warmup ran %d execution(s) in %.3fs", model_name, version, warmup.executions, warmup.seconds)
     return LoadedVersion(config=config, spec=spec, instances=instances, initial_states=initial_states)
+
+
+def _model_source(version_dir: Path, model_dir: Path, config: mc.ModelConfig, options: LoadOptions) -> tuple[Path, bytes | None]:
+    """The model file, and its decrypted bytes when only ``<default_model_filename>.enc`` is there
+    (security/model_encryption.py: decrypted in memory, never written)."""
+    plain = inside_model_dir(version_dir, config.default_model_filename, "default_model_filename", config.name)
+    encrypted = inside_model_dir(version_dir, config.default_model_filename + ENCRYPTED_SUFFIX, "default_model_filename", config.name)
+    if plain.exists() or not encrypted.is_file():
+        return model_file(version_dir, config), None
+    return encrypted, decrypt_model(encrypted, shown_path(encrypted, model_dir), config, options.model_key, options.network_config)
 
 
 def read_output_labels(config: mc.ModelConfig, model_dir: Path) -> dict[str, tuple[str, ...]]:
@@ -132,13 +147,16 @@ def read_output_labels(config: mc.ModelConfig, model_dir: Path) -> dict[str, tup
     return labels
 
 
-def _open_session(path: Path, model_dir: Path, config: mc.ModelConfig, device: DeviceChoice, options: LoadOptions) -> ort.InferenceSession:
-    session_options = build_session_options(config, options.default_intra_op_threads)
+def _open_session(
+    path: Path, model_dir: Path, config: mc.ModelConfig, device: DeviceChoice, options: LoadOptions, plaintext: bytes | None = None
+) -> ort.InferenceSession:
+    session_options = build_session_options(config, options.threads)
     # A GPU provider that fails to start must fail the load: by default ORT's Python layer would
     # retry on CPU and the instance would claim a GPU it does not use.
     fallback = {} if device.is_cpu else {"enable_fallback": 0}
     try:
-        session = ort.InferenceSession(str(path), sess_options=session_options, providers=device.providers, **fallback)
+        model = str(path) if plaintext is None else plaintext  # an encrypted model's bytes, decrypted in memory
+        session = ort.InferenceSession(model, sess_options=session_options, providers=device.providers, **fallback)
     except Exception as exc:  # ORT raises its own exception types for bad files
         # A file ONNX Runtime cannot open is the model's fault, not the server's: INVALID_ARG.
         # Clients see the file relative to the model directory, not the server's filesystem.

@@ -11,6 +11,8 @@ import onnxruntime as ort
 
 from server.errors import ServerError
 from server.proto import model_config_pb2 as mc
+from server.runtime.threads import ThreadPlan
+from server.security.model_encryption import KEY_PARAMETERS
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ _KNOWN_KEYS = frozenset(
         "enable_mem_arena",
         "enable_mem_pattern",
         "memory.enable_memory_arena_shrinkage",
+        "sample_capture_count",  # server/service/sample_capture.py, not ONNX Runtime's, but known
     }
 )
 
@@ -38,16 +41,35 @@ def parameter_values(config: mc.ModelConfig) -> dict[str, str]:
     return {key: value.string_value for key, value in config.parameters.items()}
 
 
-def build_session_options(config: mc.ModelConfig, default_intra_op_threads: int) -> ort.SessionOptions:
+THREAD_COUNT_KEYS = ("intra_op_thread_count", "inter_op_thread_count")
+_SPINNING_KEY = "session.intra_op.allow_spinning"
+
+
+def sets_thread_counts(config: mc.ModelConfig) -> bool:
+    """Whether the config asks for its own ONNX Runtime thread counts (Triton's parameters)."""
+    return any(key in config.parameters for key in THREAD_COUNT_KEYS)
+
+
+def build_session_options(config: mc.ModelConfig, threads: ThreadPlan) -> ort.SessionOptions:
     """Session options for one instance. Raises INVALID_ARG for a malformed parameter value.
 
-    Keys starting with ``session.`` are passed to ORT as session config entries, so any ORT
-    session setting can be reached from config.pbtxt.
+    Threads follow ``threads`` (runtime/threads.py) unless the config sets its own counts. Keys
+    starting with ``session.`` are passed to ORT as session config entries, so any ORT session
+    setting can be reached from config.pbtxt (``session.intra_op.allow_spinning`` among them).
     """
     params = parameter_values(config)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = _int_param(config.name, params, "intra_op_thread_count", default_intra_op_threads)
-    options.inter_op_num_threads = _int_param(config.name, params, "inter_op_thread_count", 1)
+    intra = _int_param(config.name, params, "intra_op_thread_count", threads.intra_op_threads)
+    inter = _int_param(config.name, params, "inter_op_thread_count", threads.inter_op_threads)
+    if threads.global_pool:
+        # ORT's Python binding refuses a session with its own threads once the global pools exist.
+        options.use_per_session_threads = False
+        if sets_thread_counts(config):
+            log.warning("model '%s': its thread counts are ignored: every session runs on the global thread pool", config.name)
+    else:
+        options.intra_op_num_threads, options.inter_op_num_threads = intra, inter
+        if _SPINNING_KEY not in params:
+            options.add_session_config_entry(_SPINNING_KEY, "1" if threads.spinning else "0")
     parallel = _int_param(config.name, params, "execution_mode", 0) == 1
     options.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
     options.enable_cpu_mem_arena = _bool_param(config.name, params, "enable_mem_arena", True)
@@ -59,7 +81,8 @@ def build_session_options(config: mc.ModelConfig, default_intra_op_threads: int)
     for key, value in params.items():
         if key.startswith("session."):
             options.add_session_config_entry(key, value)
-        elif key not in _KNOWN_KEYS:
+        elif key not in _KNOWN_KEYS and key not in KEY_PARAMETERS and not key.startswith("ortserve."):
+            # The loader reads KEY_PARAMETERS (encrypted models); ortserve.* are read elsewhere.
             log.info("model '%s': parameter '%s' is not an ONNX Runtime setting; ignored", config.name, key)
     return options
 

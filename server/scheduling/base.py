@@ -13,6 +13,12 @@ class Scheduler(abc.ABC):
     All methods run on the event loop. ``submit`` never blocks: it enqueues or raises at once.
     """
 
+    # Not empty for a scheduler that answers repeated requests from a response cache: admission
+    # then gives each job a ``cache_key`` (a digest of everything that decides its result, seeded
+    # with this token) and leaves its inputs undecoded (``InferenceJob.load_feeds``), so that a
+    # request answered from the cache costs no decoding and no queue.
+    cache_token: bytes = b""
+
     @abc.abstractmethod
     def submit(self, job: InferenceJob) -> None:
         """Queue ``job``; its future resolves with outputs or a ServerError.

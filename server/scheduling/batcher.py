@@ -26,6 +26,8 @@ import itertools
 import logging
 import math
 from collections import deque
+from dataclasses import replace
+from time import monotonic_ns, thread_time_ns
 
 from server.errors import ErrorCode, FailureReason, ServerError
 from server.observability.statistics import ModelStats
@@ -33,7 +35,9 @@ from server.runtime.instance import ModelInstance
 from server.scheduling.base import Scheduler
 from server.scheduling.batch_policy import BatchingRule, Dispatch, WaitUntil, form_batch
 from server.scheduling.clock import Clock, MonotonicClock
+from server.scheduling.delay_controller import DelayController, wait_joins
 from server.scheduling.execution import BatchLayout, execute_batches
+from server.scheduling.inline import InlineGuard, execution_bytes
 from server.scheduling.job import InferenceJob
 from server.scheduling.ordering import OrderedRelease
 from server.scheduling.queue_policy import PriorityPolicy
@@ -56,6 +60,8 @@ class DynamicBatcher(Scheduler):
         stats: ModelStats,
         preserve_ordering: bool = False,
         clock: Clock | None = None,
+        delay: DelayController | None = None,
+        inline: InlineGuard | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._rule = rule
@@ -72,6 +78,15 @@ class DynamicBatcher(Scheduler):
         self._drained = asyncio.Event()
         self._closing = False
         self._executing = 0
+        # Batching to a latency target: the controller owns the queue delay (None: the config's).
+        self._delay = delay
+        # The head an idle instance is held back for: (job, when the wait began, its deadline).
+        self._held: tuple[InferenceJob, int, int] | None = None
+        if delay is not None:
+            self._rule = replace(rule, max_queue_delay_ns=delay.delay_ns)
+        stats.batch_delay_ns = self._rule.max_queue_delay_ns if rule.merges else None
+        # Whether executions are tiny enough to run on the loop (scheduling/inline.py).
+        self._inline = inline or InlineGuard()
 
     @property
     def pending_count(self) -> int:
@@ -92,7 +107,7 @@ class DynamicBatcher(Scheduler):
         if self._idle and not self._queue and not self._release and not self._rule.max_queue_delay_ns:
             # Nothing waits and nothing could join it: run at once, skipping the queue's bookkeeping.
             job.sequence = next(self._sequence)
-            self._dispatch(self._idle.popleft(), [[job]])
+            self._dispatch(self._idle.popleft(), [[job]], job.enqueued_ns)
             return
         self._queue.admit(job, self._clock.now_ns())
         job.sequence = next(self._sequence)
@@ -143,21 +158,39 @@ class DynamicBatcher(Scheduler):
                 share = min(MAX_RUN_LIST, math.ceil(len(jobs) / len(self._idle)))
                 taken, jobs = jobs[:share], jobs[share:]
                 self._queue.remove(taken)
-                self._dispatch(self._idle.popleft(), [[job] for job in taken])
+                self._dispatch(self._idle.popleft(), [[job] for job in taken], now)
                 continue
             decision = form_batch(jobs, now, rule)
             if isinstance(decision, WaitUntil):
                 wait_until = decision.deadline_ns
+                if self._delay is not None and (self._held is None or self._held[0] is not jobs[0]):
+                    self._held = (jobs[0], now, wait_until)
                 break
             if not isinstance(decision, Dispatch):
                 break
             batch, jobs = jobs[: decision.count], jobs[decision.count :]
             self._queue.remove(batch)
-            self._dispatch(self._idle.popleft(), [batch])
+            if self._held is not None and self._held[0] is batch[0]:
+                self._end_wait(batch, now)
+            self._dispatch(self._idle.popleft(), [batch], now)
         if self._release is not None:
             self._release.flush()
         wakeups = [t for t in (wait_until, self._queue.next_expiry_ns()) if t]
         return min(wakeups) if wakeups else None
+
+    def _end_wait(self, batch: list[InferenceJob], now: int) -> None:
+        assert self._delay is not None and self._held is not None
+        _, wait_start, deadline = self._held
+        self._held = None
+        self._delay.wait_ended(*wait_joins([job.enqueued_ns for job in batch[1:]], wait_start, deadline, now))
+
+    def _observe_latencies(self, jobs: list[InferenceJob]) -> None:
+        """Feed the delay controller one executed batch's queue + compute times."""
+        assert self._delay is not None
+        done = jobs[0].timing.output_done_ns
+        if self._delay.batch_done([done - job.timing.enqueued_ns for job in jobs], self._clock.now_ns()):
+            self._rule = replace(self._rule, max_queue_delay_ns=self._delay.delay_ns)
+            self._stats.batch_delay_ns = self._delay.delay_ns
 
     def _arm_timer(self, at_ns: int | None) -> None:
         """Keep one timer at the earliest instant a decision could change (None = no timer)."""
@@ -180,37 +213,70 @@ class DynamicBatcher(Scheduler):
 
     # ---- execution ---------------------------------------------------------------------------
 
-    def _dispatch(self, instance: ModelInstance, batches: list[list[InferenceJob]]) -> None:
+    def _dispatch(self, instance: ModelInstance, batches: list[list[InferenceJob]], formed_ns: int) -> None:
+        """Hand ``batches`` (formed at ``formed_ns``) to ``instance``'s thread."""
         loop, layout = self._loop, self._layout
         handed = sum(len(batch) for batch in batches)
         self._executing += handed
-        answered = 0  # written and read on the instance thread only
+        input_bytes = execution_bytes(batches)
+        if self._inline.allows(input_bytes):
+            self._run_inline(instance, batches, handed, input_bytes, formed_ns)
+            return
+        answered = executions = 0  # written and read on the instance thread only
 
         def report(jobs: list[InferenceJob], error: Exception | None) -> None:
-            nonlocal answered
+            nonlocal answered, executions
             answered += len(jobs)
+            executions += 1
             # RuntimeError: the loop is gone (process exiting) and nobody waits any more.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._batch_done, instance, jobs, error)
+                loop.call_soon_threadsafe(self._batch_done, instance, jobs, error, formed_ns)
 
         def work() -> None:
+            start = thread_time_ns()
             execute_batches(instance, batches, layout, report)
+            per_execution_ns = (thread_time_ns() - start) // max(1, executions)
             with contextlib.suppress(RuntimeError):
                 # Jobs abandoned while they waited in the hand-over were skipped, never reported.
-                loop.call_soon_threadsafe(self._instance_free, instance, handed - answered)
+                loop.call_soon_threadsafe(self._hand_over_done, instance, handed - answered, per_execution_ns, input_bytes, False)
 
         instance.post(work)
 
-    def _batch_done(self, instance: ModelInstance, jobs: list[InferenceJob], error: Exception | None) -> None:
+    def _run_inline(
+        self, instance: ModelInstance, batches: list[list[InferenceJob]], handed: int, input_bytes: int, formed_ns: int
+    ) -> None:
+        """Execute on the loop (the guard found this model's executions tiny); the outcomes are
+        delivered on the next loop turn, as the thread's would be, so no decision re-enters."""
+        reports: list[tuple[list[InferenceJob], Exception | None]] = []
+        start = monotonic_ns()
+        execute_batches(instance, batches, self._layout, lambda jobs, error: reports.append((jobs, error)))
+        per_execution_ns = (monotonic_ns() - start) // max(1, len(reports))
+        for jobs, error in reports:
+            self._loop.call_soon(self._batch_done, instance, jobs, error, formed_ns)
+        skipped = handed - sum(len(jobs) for jobs, _ in reports)
+        self._loop.call_soon(self._hand_over_done, instance, skipped, per_execution_ns, input_bytes, True)
+
+    def _hand_over_done(self, instance: ModelInstance, skipped: int, per_execution_ns: int, input_bytes: int, inline: bool) -> None:
+        self._inline.record(per_execution_ns, input_bytes, inline)
+        self._instance_free(instance, skipped)
+
+    def _batch_done(self, instance: ModelInstance, jobs: list[InferenceJob], error: Exception | None, formed_ns: int) -> None:
         """On the loop: answer the jobs of one executed batch."""
         self._executing -= len(jobs)
+        rows = sum(job.rows for job in jobs)
         if error is None:
-            self._stats.record_execution(sum(job.rows for job in jobs), jobs[0].timing, instance.name)
+            self._stats.record_execution(rows, jobs[0].timing, instance.name)
+            if self._delay is not None:
+                self._observe_latencies(jobs)
             for job in jobs:
+                if job.trace is not None:
+                    job.trace.batched(formed_ns, rows, jobs)
                 self._settle(job, None)
         else:
             log.warning("batch of %d failed on %s: %s", len(jobs), instance.name, error)
             for job in jobs:
+                if job.trace is not None:
+                    job.trace.batched(formed_ns, rows, jobs)
                 self._settle(job, ServerError(ErrorCode.INTERNAL, str(error), FailureReason.BACKEND))
 
     def _instance_free(self, instance: ModelInstance, skipped: int) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from server.errors import ServerError
 from server.observability.statistics import RequestTiming
+from server.observability.tracing import RequestTrace
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,16 @@ class InferenceJob:
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     # The sequence it belongs to (sequence_id != 0 / ""); only a sequence batcher reads it.
     correlation: Correlation | None = None
+    # For a scheduler with a response cache (Scheduler.cache_token): the digest of everything that
+    # decides this request's result, and the decoding of its inputs, left undone until a miss
+    # needs them (``feeds`` is empty until then).
+    cache_key: bytes = b""
+    decode_feeds: Callable[[], dict[str, np.ndarray]] | None = None
+    # Set when the cache answered: the job's outputs came from it, not from a model execution.
+    from_cache: bool = False
+    cache_lookup_ns: int = 0
+    # Set when this request is traced (the batcher tells it which batch it ran in).
+    trace: RequestTrace | None = None
 
     @property
     def enqueued_ns(self) -> int:
@@ -62,6 +73,12 @@ class InferenceJob:
     def abandoned(self) -> bool:
         """True once the caller stopped waiting (cancelled) or an outcome was already set."""
         return self.future.done()
+
+    def load_feeds(self) -> None:
+        """Decode inputs that admission left undecoded. Raises the decoding's ServerError."""
+        if self.decode_feeds is not None:
+            self.feeds = self.decode_feeds()
+            self.decode_feeds = None
 
     def succeed(self) -> None:
         if not self.future.done():

@@ -9,29 +9,51 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from time import monotonic_ns
 
 from server import __version__
+from server.client_strings import shown
 from server.errors import ServerError
 from server.lifecycle.manager import ModelManager
 from server.model_config.version_policy import parse_version
+from server.observability.statistics import RequestTiming
+from server.observability.trace_settings import parse_update
+from server.observability.tracing import Tracer
 from server.proto import model_config_pb2 as mc
-from server.service.inference import InferenceHandle, admit, outcome
+from server.service.inference import InferenceHandle, admit, end_trace, outcome
 from server.service.inflight import InflightBudget, default_budget_bytes
 from server.service.load_request import parse_load_request, split_load_parameters
 from server.service.request_inputs import check_request_strings
+from server.service.sample_capture import SampleCapture
+from server.service.shared_memory import SharedMemoryRegistry
+from server.service.shared_memory_io import attach_shared_memory
 from server.service.statistics import version_statistics
-from server.settings import ModelControlMode
-from server.types import InferRequest, InferResponse, ModelIndexEntry, ModelMetadata, ModelStatistics, ServerMetadata, TensorMetadata
+from server.settings import ModelControlMode, TraceOptions
+from server.types import (
+    InferRequest,
+    InferResponse,
+    ModelIndexEntry,
+    ModelMetadata,
+    ModelStatistics,
+    ServerMetadata,
+    SharedMemoryRegion,
+    TensorMetadata,
+    TraceSettings,
+)
 
 log = logging.getLogger(__name__)
 
 # The Triton protocol extensions ortserve implements (ServerMetadata.extensions).
-EXTENSIONS = ("classification", "model_configuration", "model_repository", "statistics", "parameters", "binary_tensor_data")
+EXTENSIONS = ("classification", "model_configuration", "model_repository", "statistics", "parameters", "binary_tensor_data", "trace")
+# Advertised too when --allow-client-shm turns it on.
+SYSTEM_SHARED_MEMORY = "system_shared_memory"
 # What the extensions ortserve does not implement answer (UNSUPPORTED), over either protocol.
 UNSUPPORTED_EXTENSIONS = {
-    "shared_memory": "shared memory is not supported by ortserve; send tensors in the request",
-    "trace": "the trace extension is not supported by ortserve",
+    "cuda_shared_memory": (
+        "CUDA shared memory is not supported by ortserve (it has not been built and tested on a GPU); "
+        "use system shared memory or send tensors in the request"
+    ),
     "logging": "the logging extension is not supported by ortserve",
 }
 
@@ -44,9 +66,15 @@ class InferenceService:
         server_id: str = "ortserve",
         control_mode: ModelControlMode = ModelControlMode.NONE,
         budget: InflightBudget | None = None,
+        shared_memory: SharedMemoryRegistry | None = None,
+        capture: SampleCapture | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._manager = manager
+        self._capture = capture
+        self._tracer = tracer or Tracer(TraceOptions(), sink=None)
         self._budget = budget or InflightBudget(default_budget_bytes())
+        self._shared_memory = shared_memory or SharedMemoryRegistry()
         self._control_mode = control_mode
         self._strict_readiness = strict_readiness
         self._server_id = server_id
@@ -107,7 +135,8 @@ class InferenceService:
             raise ServerError.unavailable("Server not ready")
 
     def server_metadata(self) -> ServerMetadata:
-        return ServerMetadata(name=self._server_id, version=__version__, extensions=EXTENSIONS)
+        extensions = (*EXTENSIONS, SYSTEM_SHARED_MEMORY) if self._shared_memory.enabled else EXTENSIONS
+        return ServerMetadata(name=self._server_id, version=__version__, extensions=extensions)
 
     def model_metadata(self, name: str, version: str) -> ModelMetadata:
         servable = self._manager.get(name, version)
@@ -182,6 +211,53 @@ class InferenceService:
         if self._control_mode is not ModelControlMode.EXPLICIT:
             raise ServerError.unavailable(f"{refused} (model control mode is 'none': start the server with --model-control-mode=explicit)")
 
+    # ---- system shared memory (Triton's extension; the registry does the mapping) ------------
+
+    def register_system_shared_memory(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        """SystemSharedMemoryRegister. Raises ServerError (see SharedMemoryRegistry.register)."""
+        self._shared_memory.register(name, key, offset, byte_size)
+
+    def system_shared_memory_status(self, name: str) -> list[SharedMemoryRegion]:
+        """SystemSharedMemoryStatus: every region ("" name) or the one named (else NOT_FOUND)."""
+        return self._shared_memory.status(name)
+
+    def unregister_system_shared_memory(self, name: str) -> None:
+        """SystemSharedMemoryUnregister: one region, or all for "". A request still using one
+        finishes with it; the mapping goes after."""
+        self._shared_memory.unregister(name)
+
+    def cuda_shared_memory_status(self, name: str) -> list[SharedMemoryRegion]:
+        """No CUDA region can be registered: none for "", NOT_FOUND (Triton's words) for a name."""
+        if name:
+            raise ServerError.not_found(f"Unable to find cuda shared memory region: {shown(name)}")
+        return []
+
+    def unregister_cuda_shared_memory(self, name: str) -> None:
+        """Nothing to unregister (perf_analyzer --shared-memory system calls it with "" first)."""
+
+    # ---- trace extension -------------------------------------------------------------------
+
+    def tracing_active(self) -> bool:
+        """Whether any trace setting may sample a request now; frontends note a request's origin
+        (TraceOrigin) only then, so tracing off costs them this one check."""
+        return self._tracer.active
+
+    def trace_settings(self, model_name: str, update: Mapping[str, tuple[str, ...] | None] | None = None) -> TraceSettings:
+        """TraceSetting: apply ``update`` (setting name → values; None or () clears it; None
+        for no update) to the global setting ("" name) or a model's, and return the one in force.
+
+        Raises INVALID_ARG "Request for unknown model : m" for a model without a READY version,
+        UNSUPPORTED for ``trace_file`` (never set over the network), INVALID_ARG for bad values.
+        """
+        if model_name:
+            try:
+                self._manager.get(model_name, "")
+            except ServerError:
+                raise ServerError.invalid_arg(f"Request for unknown model : {model_name}") from None
+        if update is not None:
+            self._tracer.update(model_name, parse_update(update))
+        return self._tracer.settings(model_name)
+
     @staticmethod
     def unsupported(extension: str) -> ServerError:
         """The error an extension ortserve does not implement answers with (UNSUPPORTED)."""
@@ -215,10 +291,16 @@ class InferenceService:
             raise ServerError.unavailable("Server exiting")
         check_request_strings(request)
         servable = self._manager.get(request.model_name, request.model_version)
+        trace = None
+        if self._tracer.active:
+            trace = self._tracer.start(servable.name, servable.version, request.id, request.trace_origin, received_ns)
         try:
-            handle = admit(servable, request, self._budget, received_ns)
+            shared_outputs = attach_shared_memory(self._shared_memory, request)
+            handle = admit(servable, request, self._budget, received_ns, shared_outputs, self._capture, trace)
         except ServerError as error:
             servable.stats.record_failure(error.reason, received_ns, monotonic_ns())
+            if trace is not None:
+                end_trace(trace, RequestTiming(received_ns=received_ns), error.message)
             raise
         self._enter()
         return handle

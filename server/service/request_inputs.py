@@ -20,7 +20,6 @@ from server.model_config.spec import ModelSpec, TensorSpec
 from server.service.classification import check_classifiable
 from server.types import InferInput, InferRequest
 
-_SHARED_MEMORY_KEYS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
 _BATCH_NOTE = (
     "NOTE: Setting a non-zero max_batch_size in the model config requires a batch dimension to be "
     "prepended to each input shape. If you want to specify the full shape including the batch dim "
@@ -150,8 +149,6 @@ def requested_output_names(spec: ModelSpec, request: InferRequest) -> tuple[str,
             raise ServerError.invalid_arg(f"unexpected inference output '{output.name}' for model '{spec.name}'")
         if output.class_count:
             check_classifiable(output.name, spec.outputs[output.name].datatype)
-        if any(key in output.parameters for key in _SHARED_MEMORY_KEYS):
-            raise ServerError.unsupported(f"{request_prefix(request)}output '{output.name}': shared memory is not supported by ortserve")
     if plain and len(spec.output_plans) < _MAX_REMEMBERED_SIGNATURES:
         spec.output_plans[names] = names
     return names
@@ -204,8 +201,6 @@ def _check_input(spec: ModelSpec, tensor: TensorSpec, item: InferInput) -> None:
         )
     if tensor.datatype not in SUPPORTED_DATATYPES:
         raise bf16_unsupported(item.name)
-    if any(key in item.parameters for key in _SHARED_MEMORY_KEYS):
-        raise ServerError.unsupported(f"input '{item.name}': shared memory is not supported by ortserve")
     _check_shape(spec, tensor, item)
 
 

@@ -29,4 +29,6 @@ def version_statistics(servable: Servable) -> ModelStatistics:
             BatchStatistics(size, _duration(batch.compute_input), _duration(batch.compute_infer), _duration(batch.compute_output))
             for size, batch in sorted(stats.batch_stats.items())
         ),
+        cache_hit=_duration(stats.cache_hit),
+        cache_miss=_duration(stats.cache_miss),
     )

@@ -137,6 +137,9 @@ def _bf16(c: Clients) -> object:
     return c.stub.ModelInfer(request, timeout=10)
 
 
+SHM_DISABLED = "system shared memory is disabled on this server: start ortserve with --allow-client-shm=true to use it"
+
+
 def _shared_memory_input(c: Clients) -> object:
     inputs = simple()
     inputs[0].set_shared_memory("region", 64)
@@ -338,10 +341,10 @@ INFER_CASES = [
         "start",
     ),
     Case(
-        "shared-memory-input",
+        "shared-memory-input-while-disabled",
         _shared_memory_input,
         "UNIMPLEMENTED",
-        "input 'INPUT0': shared memory is not supported by ortserve",
+        SHM_DISABLED,
     ),
 ]
 
@@ -432,24 +435,30 @@ def test_model_rpcs_refuse_a_bad_version_string(clients: Clients, rpc: str) -> N
 
 # ---- RPCs ortserve does not implement ----------------------------------------------------------
 
-SHARED_MEMORY = "shared memory is not supported by ortserve; send tensors in the request"
+CUDA_SHARED_MEMORY = (
+    "CUDA shared memory is not supported by ortserve (it has not been built and tested on a GPU); "
+    "use system shared memory or send tensors in the request"
+)
 UNIMPLEMENTED_RPCS: list[tuple[str, Callable[[grpcclient.InferenceServerClient], object], str]] = [
-    ("SystemSharedMemoryStatus", lambda t: t.get_system_shared_memory_status(), SHARED_MEMORY),
-    ("SystemSharedMemoryRegister", lambda t: t.register_system_shared_memory("region", "/key", 64), SHARED_MEMORY),
-    ("SystemSharedMemoryUnregister", lambda t: t.unregister_system_shared_memory(), SHARED_MEMORY),
-    ("CudaSharedMemoryStatus", lambda t: t.get_cuda_shared_memory_status(), SHARED_MEMORY),
+    # This server runs without --allow-client-shm (the default).
+    ("SystemSharedMemoryStatus", lambda t: t.get_system_shared_memory_status(), SHM_DISABLED),
+    ("SystemSharedMemoryRegister", lambda t: t.register_system_shared_memory("region", "/key", 64), SHM_DISABLED),
+    ("SystemSharedMemoryUnregister", lambda t: t.unregister_system_shared_memory(), SHM_DISABLED),
     # tritonclient base64-decodes the handle before sending it.
-    ("CudaSharedMemoryRegister", lambda t: t.register_cuda_shared_memory("region", base64.b64encode(b"handle"), 0, 64), SHARED_MEMORY),
-    ("CudaSharedMemoryUnregister", lambda t: t.unregister_cuda_shared_memory(), SHARED_MEMORY),
-    ("TraceSetting-get", lambda t: t.get_trace_settings(), "the trace extension is not supported by ortserve"),
-    (
-        "TraceSetting-update",
-        lambda t: t.update_trace_settings(settings={"trace_level": ["TIMESTAMPS"]}),
-        "the trace extension is not supported by ortserve",
-    ),
+    ("CudaSharedMemoryRegister", lambda t: t.register_cuda_shared_memory("region", base64.b64encode(b"handle"), 0, 64), CUDA_SHARED_MEMORY),
     ("LogSettings-get", lambda t: t.get_log_settings(), "the logging extension is not supported by ortserve"),
     ("LogSettings-update", lambda t: t.update_log_settings({"log_verbose_level": 1}), "the logging extension is not supported by ortserve"),
 ]
+
+
+def test_cuda_shared_memory_has_no_regions_to_show_or_unregister(clients: Clients) -> None:
+    """perf_analyzer --shared-memory system unregisters every CUDA region first: that must succeed."""
+    clients.triton.unregister_cuda_shared_memory()
+    assert list(clients.triton.get_cuda_shared_memory_status().regions) == []
+    assert failure(lambda: clients.triton.get_cuda_shared_memory_status("r")) == (
+        "NOT_FOUND",
+        "Unable to find cuda shared memory region: 'r'",
+    )
 
 
 @pytest.mark.parametrize(("call", "expected"), [pytest.param(call, msg, id=rpc) for rpc, call, msg in UNIMPLEMENTED_RPCS])

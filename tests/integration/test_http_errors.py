@@ -467,14 +467,20 @@ def test_repository_request_mistakes(server: ServerProcess) -> None:
     )
 
 
+SHM_DISABLED = "system shared memory is disabled on this server: start ortserve with --allow-client-shm=true to use it"
+CUDA_SHARED_MEMORY = (
+    "CUDA shared memory is not supported by ortserve (it has not been built and tested on a GPU); "
+    "use system shared memory or send tensors in the request"
+)
+
+
 @pytest.mark.parametrize(
     ("method", "path", "message"),
     [
-        ("GET", "/v2/systemsharedmemory/status", "shared memory is not supported by ortserve; send tensors in the request"),
-        ("POST", "/v2/cudasharedmemory/region/r/register", "shared memory is not supported by ortserve; send tensors in the request"),
-        ("POST", "/v2/systemsharedmemory/unregister", "shared memory is not supported by ortserve; send tensors in the request"),
-        ("GET", "/v2/trace/setting", "the trace extension is not supported by ortserve"),
-        ("POST", "/v2/models/simple/trace/setting", "the trace extension is not supported by ortserve"),
+        # Without --allow-client-shm (the default).
+        ("GET", "/v2/systemsharedmemory/status", SHM_DISABLED),
+        ("POST", "/v2/systemsharedmemory/unregister", SHM_DISABLED),
+        ("POST", "/v2/cudasharedmemory/region/r/register", CUDA_SHARED_MEMORY),
         ("GET", "/v2/logging", "the logging extension is not supported by ortserve"),
     ],
 )

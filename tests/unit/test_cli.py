@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from server.cli import env_name, parse_settings
-from server.settings import LogFormat, ModelControlMode, Settings
+from server.settings import LogFormat, ModelControlMode, OrtThreadSettings, Settings
 
 
 @pytest.fixture
@@ -156,8 +156,10 @@ def test_missing_repository(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
         (["--backend-config=onnxruntime,default-max-batch-size=16"], 16),
         (["--backend-config=onnxruntime,default-max-batch-size=0"], 0),
         (["--backend-config=onnxruntime,default-max-batch-size=2", "--backend-config=onnxruntime,default-max-batch-size=8"], 8),
+        # Triton's backend-agnostic form applies to every backend, ONNX Runtime's included.
+        (["--backend-config=default-max-batch-size=32"], 32),
     ],
-    ids=["16", "zero", "last-wins"],
+    ids=["16", "zero", "last-wins", "every-backend"],
 )
 def test_backend_config(repo: Path, flags: list[str], expected: int) -> None:
     assert parse(["--model-repository", str(repo), *flags]).default_max_batch_size == expected
@@ -175,14 +177,33 @@ def test_backend_config(repo: Path, flags: list[str], expected: int) -> None:
             "onnxruntime,default-max-batch-size=",
             "--backend-config 'onnxruntime,default-max-batch-size=': expected onnxruntime,<key>=<value>",
         ),
-        ("onnxruntime,enable-pinned=1", "--backend-config 'onnxruntime,enable-pinned=1': unknown onnxruntime setting 'enable-pinned'"),
+        (
+            "onnxruntime,enable-pinned=1",
+            "--backend-config 'onnxruntime,enable-pinned=1': unknown onnxruntime setting 'enable-pinned' (supported: "
+            "default-max-batch-size, intra_op_thread_count, inter_op_thread_count, enable-global-threadpool)",
+        ),
+        (
+            "onnxruntime,enable-global-threadpool=maybe",
+            "--backend-config 'onnxruntime,enable-global-threadpool=maybe': expected true or false, got 'maybe'",
+        ),
         ("onnxruntime,default-max-batch-size=big", "--backend-config 'onnxruntime,default-max-batch-size=big': 'big' is not an integer"),
         ("onnxruntime,default-max-batch-size=-1", "default-max-batch-size must be >= 0"),
     ],
-    ids=["other-backend", "no-setting", "no-value", "unknown-key", "not-int", "negative"],
+    ids=["other-backend", "no-setting", "no-value", "unknown-key", "not-bool", "not-int", "negative"],
 )
 def test_bad_backend_config(capsys: pytest.CaptureFixture[str], repo: Path, value: str, expected: str) -> None:
     assert error_line(capsys, ["--model-repository", str(repo), f"--backend-config={value}"]) == f"ortserve: error: {expected}"
+
+
+def test_thread_backend_config(repo: Path) -> None:
+    assert parse(["--model-repository", str(repo)]).ort_threads == OrtThreadSettings(False, 0, 0)
+    flags = [
+        "--backend-config=onnxruntime,enable-global-threadpool=false",
+        "--backend-config=onnxruntime,intra_op_thread_count=3",
+        "--backend-config=inter_op_thread_count=2",
+    ]
+    assert parse(["--model-repository", str(repo), *flags]).ort_threads == OrtThreadSettings(False, 3, 2)
+    assert parse(["--model-repository", str(repo), "--backend-config=onnxruntime,enable-global-threadpool=1"]).ort_threads.global_pool
 
 
 def test_load_model_in_explicit_mode(repo: Path) -> None:
@@ -223,3 +244,68 @@ def test_duplicate_port_allowed_when_that_endpoint_is_off(repo: Path) -> None:
 )
 def test_invalid_settings(capsys: pytest.CaptureFixture[str], repo: Path, flags: list[str], expected: str) -> None:
     assert error_line(capsys, ["--model-repository", str(repo), *flags]) == f"ortserve: error: {expected}"
+
+
+def test_sample_capture_is_off_by_default_and_set_by_flag_or_environment(repo: Path, tmp_path: Path) -> None:
+    defaults = parse(["--model-repository", str(repo)])
+    assert (defaults.sample_capture_dir, defaults.sample_capture_count, defaults.sample_capture_bytes) == (None, 256, 64 * 2**20)
+    flagged = parse(["--model-repository", str(repo), "--sample-capture-dir", str(tmp_path / "c"), "--sample-capture-count", "5"])
+    assert (flagged.sample_capture_dir, flagged.sample_capture_count) == (tmp_path / "c", 5)
+    assert parse(["--model-repository", str(repo)], {"ORTSERVE_SAMPLE_CAPTURE_DIR": "/data/c"}).sample_capture_dir == Path("/data/c")
+
+
+def test_negative_sample_capture_bounds(capsys: pytest.CaptureFixture[str], repo: Path) -> None:
+    line = error_line(capsys, ["--model-repository", str(repo), "--sample-capture-count", "-1"])
+    assert line == "ortserve: error: --sample-capture-count and --sample-capture-bytes must be >= 0"
+
+
+def test_optimize_is_a_subcommand_and_its_flag_errors_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    from server.cli import main
+
+    assert main(["optimize", "/nonexistent/model", "--method", "nothing"]) == 1
+    methods = "int8-dynamic, int8-static, fp16, graph, prune:RATIO, auto"
+    assert capsys.readouterr().err == f"ortserve optimize: error: --method nothing: unknown method (methods: {methods})\n"
+    with pytest.raises(SystemExit) as caught:
+        main(["optimize", "--method", "graph"])  # no model directory
+    assert caught.value.code == 1
+
+
+# ---- response cache and shared memory ---------------------------------------------------
+
+
+def test_no_cache_and_no_client_shared_memory_by_default(repo: Path) -> None:
+    settings = parse(["--model-repository", str(repo)])
+    assert (settings.cache_size_bytes, settings.cache_ttl_secs) == (0, 0.0)
+    assert (settings.allow_client_shm, settings.max_shm_regions, settings.max_shm_bytes) == (False, 128, 0)
+
+
+def test_cache_config_in_tritons_spelling(repo: Path) -> None:
+    settings = parse(["--model-repository", str(repo), "--cache-config", "local,size=1048576", "--cache-config", "local,ttl_secs=2.5"])
+    assert (settings.cache_size_bytes, settings.cache_ttl_secs) == (1048576, 2.5)
+
+
+def test_cache_config_from_the_environment_split_at_commas(repo: Path) -> None:
+    settings = parse(["--model-repository", str(repo)], {"ORTSERVE_CACHE_CONFIG": "local,size=4096,ttl_secs=1"})
+    assert (settings.cache_size_bytes, settings.cache_ttl_secs) == (4096, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("size=10", "No cache specified. --cache-config option format is <cache name>,<setting>=<value>. Got size=10"),
+        ("redis,size=10", "--cache-config 'redis,size=10': ortserve has only the 'local' cache"),
+        ("local,size=big", "--cache-config 'local,size=big': 'big' is not a number"),
+        ("local,colour=blue", "--cache-config 'local,colour=blue': unknown local cache setting 'colour' (supported: size, ttl_secs)"),
+        ("local,ttl_secs=1", "--cache-config local needs size=<bytes> > 0"),
+        ("local,size=0", "--cache-config local needs size=<bytes> > 0"),
+    ],
+    ids=["no-cache-name", "other-cache", "not-a-number", "unknown-setting", "no-size", "zero-size"],
+)
+def test_bad_cache_config_is_one_line(repo: Path, capsys: pytest.CaptureFixture[str], value: str, message: str) -> None:
+    assert error_line(capsys, ["--model-repository", str(repo), "--cache-config", value]) == f"ortserve: error: {message}"
+
+
+def test_client_shared_memory_flags(repo: Path) -> None:
+    settings = parse(["--model-repository", str(repo), "--allow-client-shm", "--max-shm-regions", "4", "--max-shm-bytes", "1024"])
+    assert (settings.allow_client_shm, settings.max_shm_regions, settings.max_shm_bytes) == (True, 4, 1024)
+    assert parse(["--model-repository", str(repo)], {"ORTSERVE_ALLOW_CLIENT_SHM": "true"}).allow_client_shm is True

@@ -106,7 +106,7 @@ def test_triton_config_parses_with_values() -> None:
 
 def test_ignored_fields_names_top_level_fields_not_acted_on() -> None:
     config = parse_config_text(TRITON_CONFIG, "config.pbtxt")
-    assert ignored_fields(config) == ["cc_model_filenames", "metric_tags", "model_operations", "model_repository_agents", "response_cache"]
+    assert ignored_fields(config) == ["cc_model_filenames", "metric_tags", "model_operations", "model_repository_agents"]
 
 
 def test_sequence_batching_parses_and_is_acted_on() -> None:

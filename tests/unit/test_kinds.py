@@ -10,6 +10,7 @@ from server.lifecycle.kinds import Kinds
 from server.lifecycle.servable import Servable
 from server.proto import model_config_pb2 as mc
 from server.runtime.loader import LoadOptions
+from server.runtime.threads import ThreadPlan
 
 
 class NoMembers:
@@ -23,7 +24,7 @@ class NoMembers:
 
 
 def kinds() -> Kinds:
-    return Kinds(LoadOptions(default_max_batch_size=4, default_intra_op_threads=1), NoMembers())
+    return Kinds(LoadOptions(default_max_batch_size=4, threads=ThreadPlan(False, 1)), NoMembers())
 
 
 @pytest.mark.parametrize(

@@ -259,12 +259,6 @@ def test_request_id_prefix() -> None:
     assert refusal(PLAIN, request(request_id="abc")).startswith("[request id: abc] expected 1 inputs but got 0 inputs")
 
 
-def test_shared_memory_input_is_unsupported() -> None:
-    item = fp32("a", (2, 4))
-    item.parameters["shared_memory_region"] = "region0"
-    assert refusal(PLAIN, request(item), ErrorCode.UNSUPPORTED) == NO_ID + "input 'a': shared memory is not supported by ortserve"
-
-
 # --- requested outputs -------------------------------------------------------------------------
 
 TWO_OUTPUTS = spec(
@@ -285,17 +279,12 @@ def test_requested_outputs_in_request_order() -> None:
     [
         (RequestedOutput("w"), ErrorCode.INVALID_ARG, "unexpected inference output 'w' for model 'm'"),
         (
-            RequestedOutput("y", {"shared_memory_region": "r"}),
-            ErrorCode.UNSUPPORTED,
-            "[request id: r1] output 'y': shared memory is not supported by ortserve",
-        ),
-        (
             RequestedOutput("flags", class_count=2),
             ErrorCode.INVALID_ARG,
             "class result not available for output due to unsupported type 'BOOL'",
         ),
     ],
-    ids=["unexpected", "shared-memory", "classification-of-bool"],
+    ids=["unexpected", "classification-of-bool"],
 )
 def test_requested_output_refused(output: RequestedOutput, code: ErrorCode, message: str) -> None:
     with pytest.raises(ServerError) as caught:

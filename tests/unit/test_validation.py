@@ -246,3 +246,11 @@ def test_graph_type_without_wire_equivalent_is_a_type_mismatch() -> None:
         "unable to load model 'm', configuration expects datatype TYPE_FP32 for input 'x', model provides TYPE_INVALID "
         "(ONNX type seq(tensor(float)), which has no Triton datatype)"
     )
+
+
+def test_the_response_cache_is_refused_with_sequence_batching_in_tritons_words() -> None:
+    cfg = config(VALID + "sequence_batching { }\nresponse_cache { enable: true }")
+    assert refusal(cfg) == (
+        "Response Cache does not currently support model m with sequence batching scheduler. Please disable the response cache."
+    )
+    validate_config(config(VALID + "response_cache { enable: true }"), GRAPH)

@@ -23,6 +23,7 @@ from server.types import (
     ParameterValue,
     RequestedOutput,
     ServerMetadata,
+    SharedMemoryRegion,
     TensorMetadata,
 )
 
@@ -73,8 +74,8 @@ def request_from_pb(message: pb.ModelInferRequest, deadline: float | None) -> In
     """Raises INVALID_ARG when raw and typed contents are mixed or counts do not match.
 
     Raw entries belong, in order, to the inputs that are not in shared memory: tritonclient's
-    ``set_shared_memory`` sends no entry for such an input (Triton maps them the same way), so
-    that input reaches validation without data and is refused as shared memory.
+    ``set_shared_memory`` sends no entry for such an input (Triton maps them the same way); the
+    core reads its data from the region its parameters name.
 
     This runs for every request, so it touches each protobuf field once (upb builds a Python
     object per access) and builds nothing it does not return.
@@ -100,6 +101,10 @@ def request_from_pb(message: pb.ModelInferRequest, deadline: float | None) -> In
     size = sum(len(item.raw) for item in inputs if item.raw is not None)
     for item, tensor in zip(inputs, tensors):
         if tensor.HasField("contents"):
+            if _SHARED_MEMORY_REGION in item.parameters:
+                raise ServerError.invalid_arg(
+                    f"unexpected 'content' provided when using shared memory for input tensor '{item.name}' for model '{model_name}'"
+                )
             if item.raw is not None:
                 raise ServerError.invalid_arg(
                     f"contents field must not be specified when using raw_input_contents for '{item.name}' for model '{model_name}'"
@@ -196,7 +201,8 @@ def response_to_pb(response: InferResponse) -> pb.ModelInferResponse:
 
     Raises INVALID_ARG when the response would exceed gRPC's 2 GiB message limit.
     """
-    raw = [encode_raw(output.array) for output in response.outputs]
+    # An output written into shared memory still has its entry, empty (Triton's layout).
+    raw = [b"" if output.in_shared_memory else encode_raw(output.array) for output in response.outputs]
     size = sum(len(r) for r in raw)
     if size > MAX_MESSAGE_BYTES:
         raise ServerError.invalid_arg(f"Response has byte size {size} which exceeds gRPC's byte size limit {MAX_MESSAGE_BYTES}.")
@@ -207,6 +213,14 @@ def response_to_pb(response: InferResponse) -> pb.ModelInferResponse:
         outputs=[pb.ModelInferResponse.InferOutputTensor(name=o.name, datatype=o.datatype, shape=o.shape) for o in response.outputs],
         raw_output_contents=raw,
     )
+
+
+def shared_memory_status_to_pb(regions: list[SharedMemoryRegion]) -> pb.SystemSharedMemoryStatusResponse:
+    response = pb.SystemSharedMemoryStatusResponse()
+    for region in regions:
+        status = response.regions[region.name]
+        status.name, status.key, status.offset, status.byte_size = region.name, region.key, region.offset, region.byte_size
+    return response
 
 
 def server_metadata_to_pb(metadata: ServerMetadata) -> pb.ServerMetadataResponse:
@@ -256,6 +270,8 @@ def _version_statistics(stats: ModelStatistics) -> pb.ModelStatistics:
             compute_input=_duration(stats.compute_input),
             compute_infer=_duration(stats.compute_infer),
             compute_output=_duration(stats.compute_output),
+            cache_hit=_duration(stats.cache_hit),
+            cache_miss=_duration(stats.cache_miss),
         ),
         batch_stats=[
             pb.InferBatchStatistics(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -18,12 +19,21 @@ from server.service import InferenceService
 
 
 class GrpcFrontend:
-    def __init__(self, service: InferenceService, host: str, port: int, extra_options: list[tuple[str, int]] | None = None) -> None:
+    def __init__(
+        self,
+        service: InferenceService,
+        host: str,
+        port: int,
+        extra_options: list[tuple[str, int]] | None = None,
+        credentials: grpc.ServerCredentials | None = None,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    ) -> None:
+        """``credentials``: TLS (security/tls.py), else plaintext; ``interceptors``: access control."""
         # ``extra_options`` win over these defaults (e.g. a smaller receive limit); gRPC itself
         # would read the first of two same-named options, so they are merged here.
         options = dict([("grpc.max_send_message_length", MAX_MESSAGE_BYTES), ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
         options.update(extra_options or [])
-        self._server = grpc.aio.server(options=list(options.items()))
+        self._server = grpc.aio.server(options=list(options.items()), interceptors=list(interceptors) or None)
         self._health = ReadinessHealthServicer(service)
         add_inference_service(InferenceServicer(service), self._server)
         add_service(self._server, self._health, health_pb2.DESCRIPTOR.services_by_name["Health"], health_pb2)
@@ -32,7 +42,8 @@ class GrpcFrontend:
             self._server,
             pool=_reflection_pool(),
         )
-        self.port = self._server.add_insecure_port(f"{host}:{port}")
+        address = f"{host}:{port}"
+        self.port = self._server.add_secure_port(address, credentials) if credentials else self._server.add_insecure_port(address)
         self._health_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

@@ -6,13 +6,14 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from time import monotonic_ns
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
 from server.errors import ServerError
-from server.frontends.grpc import convert
+from server.frontends.grpc import convert, trace
 from server.frontends.grpc.handlers import MalformedRequest
 from server.frontends.grpc.outbox import Outbox
 from server.frontends.grpc.status import GRPC_STATUS, status_details
@@ -95,8 +96,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @mapped_errors
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Ctx) -> pb.ModelInferResponse:
-        response = await self._service.infer(convert.request_from_pb(request, _deadline(context)))
-        return convert.response_to_pb(response)
+        arrived_ns = monotonic_ns() if self._service.tracing_active() else 0
+        infer_request = convert.request_from_pb(request, _deadline(context))
+        if arrived_ns:
+            infer_request.trace_origin = trace.call_origin(context.invocation_metadata(), arrived_ns)
+        response = await self._service.infer(infer_request)
+        reply = convert.response_to_pb(response)
+        if response.trace is not None:
+            response.trace.finish()
+        return reply
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Ctx
@@ -109,7 +117,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         # Read-ahead bound: a request takes a slot when it is read and gives it back once its
         # response is written, so a client that stops reading responses stops being read.
         slots = asyncio.Semaphore(STREAM_MAX_IN_FLIGHT)
-        reader = asyncio.create_task(self._read_stream(request_iterator, responses, in_flight, slots))
+        reader = asyncio.create_task(self._read_stream(request_iterator, responses, in_flight, slots, context.invocation_metadata()))
         try:
             while (response := await responses.get()) is not None:
                 yield response
@@ -126,6 +134,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         responses: Outbox[pb.ModelStreamInferResponse | None],
         in_flight: set[InferenceHandle],
         slots: asyncio.Semaphore,
+        metadata: Sequence[tuple[str, str | bytes]] | None,
     ) -> None:
         drained = asyncio.Event()
         drained.set()
@@ -143,7 +152,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     responses.put(_stream_error(pb.ModelInferRequest(), request.describe()))
                     continue
                 try:
-                    handle = self._service.submit(convert.request_from_pb(request, None))
+                    infer_request = convert.request_from_pb(request, None)
+                    if self._service.tracing_active():
+                        infer_request.trace_origin = trace.call_origin(metadata)
+                    handle = self._service.submit(infer_request)
                 except ServerError as error:
                     responses.put(_stream_error(request, error.message))
                     continue
@@ -161,7 +173,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def _stream_response(self, handle: InferenceHandle) -> pb.ModelStreamInferResponse:
         request = handle.request
         try:
-            return pb.ModelStreamInferResponse(infer_response=convert.response_to_pb(self._service.complete(handle)))
+            response = self._service.complete(handle)
+            reply = pb.ModelStreamInferResponse(infer_response=convert.response_to_pb(response))
+            if response.trace is not None:
+                response.trace.finish()
+            return reply
         except ServerError as error:
             message = error.message
         except asyncio.CancelledError:
@@ -185,45 +201,56 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         await self._service.unload_model(request.model_name, unload_dependents)
         return pb.RepositoryModelUnloadResponse()
 
-    # ---- Triton extensions ortserve does not implement -------------------------------------
+    # ---- trace extension ---------------------------------------------------------------------
+
+    @mapped_errors
+    async def TraceSetting(self, request: pb.TraceSettingRequest, context: Ctx) -> pb.TraceSettingResponse:
+        settings = self._service.trace_settings(request.model_name, trace.settings_update_from_pb(request))
+        return trace.settings_to_pb(settings)
+
+    # ---- system shared memory (Triton's extension) ------------------------------------------
 
     @mapped_errors
     async def SystemSharedMemoryStatus(
         self, request: pb.SystemSharedMemoryStatusRequest, context: Ctx
     ) -> pb.SystemSharedMemoryStatusResponse:
-        raise InferenceService.unsupported("shared_memory")
+        return convert.shared_memory_status_to_pb(self._service.system_shared_memory_status(request.name))
 
     @mapped_errors
     async def SystemSharedMemoryRegister(
         self, request: pb.SystemSharedMemoryRegisterRequest, context: Ctx
     ) -> pb.SystemSharedMemoryRegisterResponse:
-        raise InferenceService.unsupported("shared_memory")
+        self._service.register_system_shared_memory(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
 
     @mapped_errors
     async def SystemSharedMemoryUnregister(
         self, request: pb.SystemSharedMemoryUnregisterRequest, context: Ctx
     ) -> pb.SystemSharedMemoryUnregisterResponse:
-        raise InferenceService.unsupported("shared_memory")
+        self._service.unregister_system_shared_memory(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    # ---- CUDA shared memory: nothing can be registered, so status and unregister are trivial ---
 
     @mapped_errors
     async def CudaSharedMemoryStatus(self, request: pb.CudaSharedMemoryStatusRequest, context: Ctx) -> pb.CudaSharedMemoryStatusResponse:
-        raise InferenceService.unsupported("shared_memory")
+        self._service.cuda_shared_memory_status(request.name)
+        return pb.CudaSharedMemoryStatusResponse()
 
     @mapped_errors
     async def CudaSharedMemoryRegister(
         self, request: pb.CudaSharedMemoryRegisterRequest, context: Ctx
     ) -> pb.CudaSharedMemoryRegisterResponse:
-        raise InferenceService.unsupported("shared_memory")
+        raise InferenceService.unsupported("cuda_shared_memory")
 
     @mapped_errors
     async def CudaSharedMemoryUnregister(
         self, request: pb.CudaSharedMemoryUnregisterRequest, context: Ctx
     ) -> pb.CudaSharedMemoryUnregisterResponse:
-        raise InferenceService.unsupported("shared_memory")
+        self._service.unregister_cuda_shared_memory(request.name)
+        return pb.CudaSharedMemoryUnregisterResponse()
 
-    @mapped_errors
-    async def TraceSetting(self, request: pb.TraceSettingRequest, context: Ctx) -> pb.TraceSettingResponse:
-        raise InferenceService.unsupported("trace")
+    # ---- Triton extensions ortserve does not implement -------------------------------------
 
     @mapped_errors
     async def LogSettings(self, request: pb.LogSettingsRequest, context: Ctx) -> pb.LogSettingsResponse:

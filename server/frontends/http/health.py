@@ -30,3 +30,10 @@ def health_routes(service: InferenceService) -> list[web.RouteDef]:
         web.get("/v2/models/{model}/ready", model_ready),
         web.get("/v2/models/{model}/versions/{version}/ready", model_ready),
     ]
+
+
+def health_port_app(service: InferenceService) -> web.Application:
+    """The plaintext --http-health-port: server liveness and readiness only, for probes."""
+    app = web.Application()
+    app.add_routes([route for route in health_routes(service) if "{model}" not in route.path])
+    return app

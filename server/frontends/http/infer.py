@@ -8,19 +8,26 @@ from aiohttp import hdrs, web
 
 from server.frontends.http.request_codec import HEADER_LENGTH, HttpInferRequest, header_length, parse_infer_body, parse_raw_body
 from server.frontends.http.response_codec import RenderedResponse, render_response
+from server.frontends.http.trace import now_if_tracing, request_origin
 from server.frontends.http.transfer import read_body, response_coding
 from server.service import InferenceService
 
 
 def infer_routes(service: InferenceService, max_input_bytes: int) -> list[web.RouteDef]:
     async def infer(request: web.Request) -> web.Response:
+        arrived_ns = now_if_tracing(service)
         model, version = request.match_info["model"], request.match_info.get("version", "")
         body = await read_body(request, max_input_bytes)
         json_length = header_length(request.headers.get(HEADER_LENGTH), len(body))
         raw = json_length == 0 or (json_length is None and _untagged_raw_body(request, body))
         parsed = _raw_request(service, body, model, version) if raw else parse_infer_body(body, json_length, model, version)
+        if arrived_ns:
+            parsed.request.trace_origin = request_origin(request, arrived_ns)
         response = await service.infer(parsed.request)
-        return _http_response(render_response(response, parsed.binary_outputs), request)
+        reply = _http_response(render_response(response, parsed.binary_outputs), request)
+        if response.trace is not None:
+            response.trace.finish()
+        return reply
 
     return [
         web.post("/v2/models/{model}/infer", infer),

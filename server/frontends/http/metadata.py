@@ -63,9 +63,6 @@ def _duration(duration: Duration) -> dict[str, int]:
     return {"count": duration.count, "ns": duration.ns}
 
 
-_NO_DURATION = {"count": 0, "ns": 0}
-
-
 def statistics_json(versions: list[ModelStatistics]) -> dict[str, Any]:
     """Triton's statistics extension JSON; the same figures as gRPC's ModelStatistics."""
     return {"model_stats": [_version_statistics(stats) for stats in versions]}
@@ -85,9 +82,8 @@ def _version_statistics(stats: ModelStatistics) -> dict[str, Any]:
             "compute_input": _duration(stats.compute_input),
             "compute_infer": _duration(stats.compute_infer),
             "compute_output": _duration(stats.compute_output),
-            # No response cache: present as zeros, as gRPC's defaults read, for clients that index them.
-            "cache_hit": _NO_DURATION,
-            "cache_miss": _NO_DURATION,
+            "cache_hit": _duration(stats.cache_hit),
+            "cache_miss": _duration(stats.cache_miss),
         },
         "batch_stats": [
             {

@@ -113,6 +113,12 @@ def _input(entry: Any, index: int, model: str) -> tuple[InferInput, int | None]:
         raise ServerError.invalid_arg(f"input '{name}' for model '{model}' must have a 'shape' array of integers")
     parameters = parameters_from_json(entry.get("parameters"), f"input '{name}' for model '{model}'")
     item = InferInput(name=name, datatype=datatype, shape=tuple(shape), parameters=parameters)
+    if "shared_memory_region" in parameters and ("data" in entry or "binary_data_size" in parameters):
+        given = " ".join(f"'{field}'" for field in ("data", "binary_data_size") if field in entry or field in parameters)
+        raise ServerError.invalid_arg(
+            "Input must set only one of the following fields: 'data', 'binary_data_size' in 'parameters', "
+            f"'shared_memory_region' in 'parameters'. But set {given} 'shared_memory_region'"
+        )
     size = parameters.pop("binary_data_size", None) if parameters else None
     if size is not None:
         if "data" in entry:
@@ -123,7 +129,7 @@ def _input(entry: Any, index: int, model: str) -> tuple[InferInput, int | None]:
     if "data" in entry:
         # Decoded by the core once the request is validated and admitted.
         item.decode = functools.partial(array_from_data, entry["data"], datatype, item.shape, name, model)
-    # Neither: the core answers (no data, or shared memory, which ortserve does not support).
+    # Neither: the core answers (data in shared memory, or no data at all).
     return item, None
 
 
@@ -171,6 +177,8 @@ def _outputs(value: Any, model: str) -> tuple[list[RequestedOutput], BinaryOutpu
         if wanted is not None:
             if not isinstance(wanted, bool):
                 raise ServerError.invalid_arg(f"the 'binary_data' parameter of output '{name}' for model '{model}' must be a bool")
+            if wanted and "shared_memory_region" in parameters:
+                raise ServerError.invalid_arg("Output can't set both 'shared_memory_region' and 'binary_data'")
             binary.explicit[name] = wanted
         outputs.append(RequestedOutput(name, parameters, class_count=_class_count(parameters)))
     return outputs, binary

@@ -25,7 +25,9 @@ def render_response(response: InferResponse, binary: BinaryOutputs) -> RenderedR
     blobs: list[bytes] = []
     for output in response.outputs:
         entry: dict[str, Any] = {"name": output.name, "datatype": output.datatype, "shape": list(output.shape)}
-        if binary.wants(output.name):
+        if output.in_shared_memory:
+            pass  # its data is in the region the request named (Triton's entry: no data, no parameters)
+        elif binary.wants(output.name):
             raw = encode_raw(output.array)
             entry["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)

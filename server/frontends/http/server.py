@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -19,7 +20,9 @@ from server.frontends.http.infer import infer_routes
 from server.frontends.http.metadata import metadata_routes
 from server.frontends.http.openapi import openapi_routes
 from server.frontends.http.repository import repository_routes
+from server.frontends.http.shared_memory import shared_memory_routes
 from server.frontends.http.status import HTTP_STATUS
+from server.frontends.http.trace import trace_routes
 from server.frontends.http.transfer import BODY_TIMEOUT
 from server.frontends.http.unsupported import unsupported_routes
 from server.observability.logging import ThrottledLog
@@ -54,25 +57,30 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     return web.json_response({"error": message}, status=exc.status, headers=headers)
 
 
-def build_http_app(service: InferenceService, max_input_bytes: int = 2**31 - 1, body_timeout_secs: float = 60.0) -> web.Application:
+def build_http_app(
+    service: InferenceService, max_input_bytes: int = 2**31 - 1, body_timeout_secs: float = 60.0, access: Sequence[Any] = ()
+) -> web.Application:
     """Every KServe v2 route on one app; request bodies are refused (413) past ``max_input_bytes``
-    and (408) when they take longer than ``body_timeout_secs`` to arrive."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=max_input_bytes)
+    and (408) when they take longer than ``body_timeout_secs`` to arrive. ``access``: the access
+    control middleware (frontends/http/access.py), outermost, so it runs before anything else."""
+    app = web.Application(middlewares=[*access, error_middleware], client_max_size=max_input_bytes)
     app[BODY_TIMEOUT] = body_timeout_secs
     app.add_routes(health_routes(service))
     app.add_routes(metadata_routes(service))
     app.add_routes(infer_routes(service, max_input_bytes))
     app.add_routes(repository_routes(service, max_input_bytes))
+    app.add_routes(shared_memory_routes(service))
+    app.add_routes(trace_routes(service))
     app.add_routes(unsupported_routes())
     app.add_routes(openapi_routes())
     return app
 
 
-def build_metrics_app(render: Callable[[], str]) -> web.Application:
+def build_metrics_app(render: Callable[[], str], access: Sequence[Any] = ()) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=render().encode("utf-8"), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
-    app = web.Application()
+    app = web.Application(middlewares=list(access))
     app.add_routes([web.get("/metrics", metrics)])
     return app
 
@@ -140,7 +148,15 @@ class _LimitedRunner(web.AppRunner):
 class HttpSite:
     """One aiohttp application listening on host:port, on the running event loop."""
 
-    def __init__(self, app: web.Application, host: str, port: int, limits: ConnectionLimits) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        limits: ConnectionLimits,
+        ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
+    ) -> None:
         # Request bodies are decoded by the routes that read them (frontends/http/transfer.py).
         self._runner = _LimitedRunner(
             app,
@@ -154,11 +170,16 @@ class HttpSite:
             shutdown_timeout=1.0,
             **_PARSER_LIMITS,
         )
-        self._host, self._port = host, port
+        self._host, self._port, self._ssl_context = host, port, ssl_context
+        # SO_REUSEPORT: several frontend processes share the port (--workers); the kernel spreads connections.
+        self._reuse_port = reuse_port
 
     async def start(self) -> None:
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port, reuse_address=True).start()
+        site = web.TCPSite(
+            self._runner, self._host, self._port, reuse_address=True, reuse_port=self._reuse_port or None, ssl_context=self._ssl_context
+        )
+        await site.start()
 
     async def stop(self) -> None:
         await self._runner.cleanup()

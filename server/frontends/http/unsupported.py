@@ -1,4 +1,4 @@
-"""Triton extension routes ortserve does not implement: shared memory, trace and logging.
+"""Triton extension routes ortserve does not implement: logging.
 
 They exist so that tritonclient's calls get 501 with the same message as over gRPC, not a 404
 that reads like a wrong URL.
@@ -21,16 +21,5 @@ def _refuse(extension: str) -> Handler:
 
 def unsupported_routes() -> list[web.RouteDef]:
     routes: list[web.RouteDef] = []
-    for kind in ("systemsharedmemory", "cudasharedmemory"):
-        refuse = _refuse("shared_memory")
-        routes += [
-            web.get(f"/v2/{kind}/status", refuse),
-            web.get(f"/v2/{kind}/region/{{region}}/status", refuse),
-            web.post(f"/v2/{kind}/region/{{region}}/register", refuse),
-            web.post(f"/v2/{kind}/unregister", refuse),
-            web.post(f"/v2/{kind}/region/{{region}}/unregister", refuse),
-        ]
-    for path in ("/v2/trace/setting", "/v2/models/{model}/trace/setting"):
-        routes += [web.get(path, _refuse("trace")), web.post(path, _refuse("trace"))]
     routes += [web.get("/v2/logging", _refuse("logging")), web.post("/v2/logging", _refuse("logging"))]
     return routes

@@ -54,6 +54,26 @@ the namespace and pod labels (a ServiceMonitor/PodMonitor does; so does the usua
 namespace="{{ .Release.Namespace }}",pod=~"{{ include "ortserve.fullname" . }}-[a-z0-9]+-[a-z0-9]+"
 {{- end }}
 
+{{/* Whether the HTTP port needs TLS or credentials, so that probes go to the plaintext health port. */}}
+{{- define "ortserve.healthPortOn" -}}
+{{- if or (and .Values.tls.enabled .Values.tls.http) .Values.auth.configSecretName }}true{{- end }}
+{{- end }}
+
+{{/* The ORTSERVE_* variables of one TLS port: (list "GRPC"|"HTTP"|"METRICS" .Values.tls mutual). */}}
+{{- define "ortserve.tlsEnv" -}}
+{{- $port := index . 0 }}{{- $tls := index . 1 }}{{- $mutual := index . 2 }}
+- name: ORTSERVE_{{ $port }}_{{ if $mutual }}USE_SSL_MUTUAL{{ else }}USE_SSL{{ end }}
+  value: "true"
+- name: ORTSERVE_{{ $port }}_SERVER_CERT
+  value: {{ printf "%s/tls.crt" $tls.mountPath | quote }}
+- name: ORTSERVE_{{ $port }}_SERVER_KEY
+  value: {{ printf "%s/tls.key" $tls.mountPath | quote }}
+{{- if $mutual }}
+- name: ORTSERVE_{{ $port }}_ROOT_CERT
+  value: {{ printf "%s/ca.crt" $tls.mountPath | quote }}
+{{- end }}
+{{- end }}
+
 {{/* Refuse values that cannot work together. */}}
 {{- define "ortserve.validate" -}}
 {{- $grace := int .Values.terminationGracePeriodSeconds }}
@@ -66,6 +86,16 @@ namespace="{{ .Release.Namespace }}",pod=~"{{ include "ortserve.fullname" . }}-[
 {{- end }}
 {{- if and (eq .Values.modelRepository.source "initContainer") (empty .Values.modelRepository.initContainer.image) }}
 {{- fail "modelRepository.source=initContainer needs modelRepository.initContainer.image" }}
+{{- end }}
+{{- if and .Values.tls.enabled (empty .Values.tls.secretName) }}
+{{- fail "tls.enabled needs tls.secretName (a kubernetes.io/tls Secret: tls.crt, tls.key, and ca.crt with tls.mutual)" }}
+{{- end }}
+{{- if and .Values.tls.enabled .Values.tls.grpc (eq .Values.probes.readinessType "grpc") }}
+{{- fail "probes.readinessType=grpc cannot probe a TLS gRPC port (the kubelet's gRPC probe speaks plaintext): use readinessType http, which goes to the health port" }}
+{{- end }}
+{{- $ports := list (int .Values.server.httpPort) (int .Values.server.grpcPort) (int .Values.server.metricsPort) }}
+{{- if and (include "ortserve.healthPortOn" .) (has (int .Values.healthPort) $ports) }}
+{{- fail "healthPort must differ from the HTTP, gRPC and metrics ports" }}
 {{- end }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
