@@ -30,6 +30,11 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
 
 
+def add_switch(parser: argparse.ArgumentParser, name: str, default: bool, help: str | None = None) -> None:
+    """A boolean flag in Triton's forms: ``--name``, ``--name=true|false`` (also 1/0, yes/no, on/off)."""
+    parser.add_argument(name, type=parse_bool, nargs="?", const=True, default=default, help=help)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Errors are one line on stderr and exit status 2 (no usage dump)."""
 
@@ -108,23 +113,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--metrics-port", type=int, default=8002)
     for name in ("--allow-http", "--allow-grpc", "--allow-metrics"):
-        p.add_argument(name, type=parse_bool, nargs="?", const=True, default=True)
-    p.add_argument(
-        "--strict-readiness",
-        type=parse_bool,
-        nargs="?",
-        const=True,
-        default=True,
-        help="ready only when every model that should load is READY (default true)",
-    )
-    p.add_argument(
-        "--exit-on-error",
-        type=parse_bool,
-        nargs="?",
-        const=True,
-        default=False,
-        help="fail startup if any model fails to load (default false)",
-    )
+        add_switch(p, name, True)
+    add_switch(p, "--strict-readiness", True, "ready only when every model that should load is READY (default true)")
+    add_switch(p, "--exit-on-error", False, "fail startup if any model fails to load (default false)")
     p.add_argument("--exit-timeout-secs", type=float, default=30.0, help="bound on the graceful drain after SIGTERM/SIGINT")
     p.add_argument("--version-drain-timeout-secs", type=float, default=30.0, help="time a replaced or unloaded model version gets to drain")
     p.add_argument("--log-verbose", type=int, default=0)
@@ -142,7 +133,7 @@ def build_parser() -> OneLineParser:
     )
     p.add_argument("--id", default="ortserve", help="server name reported by ServerMetadata")
     for name in ("--allow-cpu-metrics", "--allow-gpu-metrics"):
-        p.add_argument(name, type=parse_bool, nargs="?", const=True, default=True)
+        add_switch(p, name, True)
     p.add_argument("--model-name", default=None, help="name for a --model-repository that is a single model (KServe)")
     p.add_argument(
         "--grpc-max-connection-age-ms",
@@ -181,14 +172,7 @@ def build_parser() -> OneLineParser:
         default=None,
         help="response cache: local,size=<bytes> (Triton's spelling), and optionally local,ttl_secs=<seconds>",
     )
-    p.add_argument(
-        "--allow-client-shm",
-        type=parse_bool,
-        nargs="?",
-        const=True,
-        default=False,
-        help="let clients register system shared memory (default false: see the README)",
-    )
+    add_switch(p, "--allow-client-shm", False, "let clients register system shared memory (default false: see the README)")
     p.add_argument("--max-shm-regions", type=int, default=128, help="shared-memory regions registered at once")
     p.add_argument("--max-shm-bytes", type=int, default=0, help="client shared memory mapped at once (0 = the machine's memory)")
     p.add_argument("--metrics-interval-ms", type=int, default=2000, help="how often CPU/GPU gauges are sampled")

@@ -22,7 +22,6 @@ When the engine goes away every waiting request and call fails with UNAVAILABLE 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import socket
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from server.remote.frames import receive_blocking, send_blocking
 from server.remote.methods import service_methods
 from server.remote.tensors import ArenaWriter, pack_request, unpack_response
 from server.remote.wire_errors import error_from_wire
+from server.service.awaiting import submit_and_wait
 from server.types import InferRequest, InferResponse
 
 ENGINE_GONE = "the inference engine process exited"
@@ -163,15 +163,7 @@ class RemoteService:
                 self._idle.set()
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        handle = self.submit(request)
-        try:
-            await handle.wait()
-        except asyncio.CancelledError:
-            handle.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                self.complete(handle)
-            raise
-        return self.complete(handle)
+        return await submit_and_wait(self.submit, self.complete, request)
 
     def _withdraw(self, rid: int) -> None:
         if self._channel is not None and rid in self._pending:

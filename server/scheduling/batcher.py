@@ -42,6 +42,7 @@ from server.scheduling.job import InferenceJob
 from server.scheduling.ordering import OrderedRelease
 from server.scheduling.queue_policy import PriorityPolicy
 from server.scheduling.request_queue import RequestQueue
+from server.scheduling.wakeup import EarliestTimer
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,7 @@ class DynamicBatcher(Scheduler):
         self._clock = clock or MonotonicClock()
         self._release = OrderedRelease() if preserve_ordering else None
         self._sequence = itertools.count()
-        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
-        self._timer_at = 0.0
+        self._timer = EarliestTimer(self._loop, self._clock, self._schedule)
         self._drained = asyncio.Event()
         self._closing = False
         self._executing = 0
@@ -130,8 +130,7 @@ class DynamicBatcher(Scheduler):
                 log.warning("drain timed out with %d queued requests", len(self._queue))
         for job in self._queue.drain_all():
             job.fail(ServerError.unavailable("model version was unloaded"))
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
 
     # ---- decisions ---------------------------------------------------------------------------
 
@@ -195,21 +194,9 @@ class DynamicBatcher(Scheduler):
     def _arm_timer(self, at_ns: int | None) -> None:
         """Keep one timer at the earliest instant a decision could change (None = no timer)."""
         if at_ns is None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            return
-        when = self._loop.time() + max(0, at_ns - self._clock.now_ns()) / 1e9
-        if self._timer is not None:
-            # uvloop hands back a plain Handle (no .when()) for zero delays, so the instant is ours.
-            if self._timer_at <= when:
-                return
             self._timer.cancel()
-        self._timer, self._timer_at = self._loop.call_at(when, self._on_timer), when
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._schedule()
+        else:
+            self._timer.arm(at_ns)
 
     # ---- execution ---------------------------------------------------------------------------
 

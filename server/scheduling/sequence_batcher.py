@@ -35,6 +35,7 @@ from server.scheduling.job import InferenceJob
 from server.scheduling.sequence_policy import Head, SlotBatch, direct_batch, oldest_batch
 from server.scheduling.sequence_slots import SequenceSlots, SlotRef, UnknownSequenceError
 from server.scheduling.sequence_tensors import Row, control_feeds, merge_rows, split_states
+from server.scheduling.wakeup import EarliestTimer
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,7 @@ class SequenceBatcher(Scheduler):
         self._counters = stats.sequences = SequenceCounters()
         self._rule = BatchingRule(settings.max_batch_size, settings.preferred_batch_sizes, settings.max_queue_delay_ns)
         self._clock = clock or MonotonicClock()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._timer = EarliestTimer(self._loop, self._clock, self._on_timer)
         self._closing = False
         self._drained = asyncio.Event()
         self._executing = 0
@@ -121,8 +121,7 @@ class SequenceBatcher(Scheduler):
                 log.warning("model '%s': drain timed out with %d queued sequence requests", self._model, self.pending_count)
         for job in self._slots.drain_all():
             job.fail(ServerError.unavailable("model version was unloaded"))
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
 
     # ---- decisions ---------------------------------------------------------------------------
 
@@ -176,21 +175,14 @@ class SequenceBatcher(Scheduler):
         """Arm the timer for what may have changed. An armed timer is never later than a new idle
         deadline (now + idle), so only a batching delay or a backlog timeout can need an earlier
         one; with neither, an armed timer stands (and the idle scan is skipped)."""
-        if self._timer is None or batch_wait is not None or backlog_timeout:
+        if not self._timer.armed or batch_wait is not None or backlog_timeout:
             self._arm_timer(self._next_wakeup(batch_wait))
 
     def _arm_timer(self, at_ns: int | None) -> None:
-        if at_ns is None:
-            return
-        when = self._loop.time() + max(0, at_ns - self._clock.now_ns()) / 1e9
-        if self._timer is not None:
-            if self._timer_at <= when:
-                return
-            self._timer.cancel()
-        self._timer, self._timer_at = self._loop.call_at(when, self._on_timer), when
+        if at_ns is not None:
+            self._timer.arm(at_ns)
 
     def _on_timer(self) -> None:
-        self._timer = None
         now = self._clock.now_ns()
         idle, _ = self._slots.release_idle(now)
         if idle:

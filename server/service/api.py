@@ -7,7 +7,6 @@ completed ModelConfig message) or raises ServerError; frontends only convert.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from time import monotonic_ns
@@ -21,6 +20,7 @@ from server.observability.statistics import RequestTiming
 from server.observability.trace_settings import parse_update
 from server.observability.tracing import Tracer
 from server.proto import model_config_pb2 as mc
+from server.service.awaiting import submit_and_wait
 from server.service.inference import InferenceHandle, admit, end_trace, outcome
 from server.service.inflight import InflightBudget, default_budget_bytes
 from server.service.load_request import parse_load_request, split_load_parameters
@@ -270,15 +270,7 @@ class InferenceService:
 
         Raises ServerError; if the caller is cancelled, the queued job is skipped, never run.
         """
-        handle = self.submit(request)
-        try:
-            await handle.wait()
-        except asyncio.CancelledError:
-            handle.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                self.complete(handle)  # records the cancellation
-            raise
-        return self.complete(handle)
+        return await submit_and_wait(self.submit, self.complete, request)
 
     def submit(self, request: InferRequest) -> InferenceHandle:
         """Validate ``request`` and queue it; never blocks. ``complete`` must follow exactly once,
