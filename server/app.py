@@ -27,6 +27,7 @@ from server.observability.metrics import (
 from server.observability.system_metrics import SystemMetrics
 from server.observability.trace_setup import build_tracer
 from server.scheduling.response_cache import CacheSettings, ResponseCache
+from server.security.audit import AuditCounts
 from server.security.guard import Protocol
 from server.security.layer import SecurityLayer, SecurityStartupError
 from server.service import InferenceService
@@ -108,8 +109,12 @@ class App:
         serving = self.manager.all_serving()
         lines = render_inference_metrics(serving) + self.system_metrics.render() + render_latency_histograms(serving)
         lines += render_cache_metrics(self.response_cache) + render_shared_memory_metrics(self.shared_memory, self.shared_memory.enabled)
-        lines += self.security.render_metrics() if self.security else []
+        lines += self.security.render_metrics(self.other_audits()) if self.security else []
         return "\n".join(lines) + "\n"
+
+    def other_audits(self) -> list[AuditCounts]:
+        """Audit counters kept outside this process (none here; the frontends' under --workers)."""
+        return []
 
     async def start(self) -> None:
         """Listen at once (live, not ready), load models, then readiness may turn true.

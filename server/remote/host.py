@@ -26,6 +26,7 @@ from server.remote.channel import Channel
 from server.remote.methods import service_methods
 from server.remote.tensors import ArenaWriter, pack_response, unpack_request
 from server.remote.wire_errors import error_to_wire
+from server.security.audit import AuditCounts
 from server.service import InferenceHandle, InferenceService
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,9 @@ class FrontendLink:
         self._tasks: set[asyncio.Task[None]] = set()
         # What this frontend was last told of tracing_active (it notes request origins only then).
         self._told_tracing: bool | None = None
-        # Inference requests this frontend handed over (for /metrics).
+        # Inference requests this frontend handed over, and its audit counters as it last reported them (for /metrics).
         self.submitted = 0
+        self.audit: AuditCounts | None = None
         self.lost = asyncio.Event()
         # The frontend's report once it listens: None, or why it cannot (it exits then).
         self.started: asyncio.Future[str | None] = self._loop.create_future()
@@ -81,6 +83,8 @@ class FrontendLink:
             task = asyncio.ensure_future(self._answer_call(*message[1:]))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        elif kind == "audit":
+            self.audit = message[1]
         elif kind == "started" and not self.started.done():
             self.started.set_result(message[1])
 

@@ -110,6 +110,11 @@ class RemoteService:
     async def open(self) -> None:
         self._channel = await Channel.open(self._data_socket, self._on_message, self._on_lost)
 
+    def report_audit(self, counts: object) -> None:
+        """Hand this frontend's audit counters to the engine, whose /metrics adds them up."""
+        if self._channel is not None and not self._lost:
+            self._channel.send(("audit", counts))
+
     def report_started(self, failure: str | None) -> None:
         """Tell the engine this frontend listens (None) or why it cannot."""
         if self._channel is not None:

@@ -13,7 +13,8 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from server.observability import families
 
@@ -27,6 +28,12 @@ MAX_FIELD_CHARS = 256
 
 def _field(value: str) -> str:
     return value if len(value) <= MAX_FIELD_CHARS else value[:MAX_FIELD_CHARS] + "..."
+
+
+@dataclass(frozen=True, slots=True)
+class AuditCounts:
+    auth_failures: Counter[tuple[str, str, str]]  # (protocol, group, reason) → refusals
+    events: Counter[tuple[str, str]]  # (action, outcome) → count
 
 
 class AuditLog:
@@ -73,9 +80,18 @@ class AuditLog:
     def _write(self, level: int, **fields: str) -> None:
         log.log(level, "audit %s", json.dumps({k: _field(v) for k, v in fields.items()}, ensure_ascii=True))
 
-    def render_metrics(self) -> list[str]:
+    def counts(self) -> AuditCounts:
+        """A copy of the counters (a frontend process reports them to the engine's /metrics)."""
         with self._lock:
-            failures, events = dict(self.auth_failures), dict(self.events)
+            return AuditCounts(Counter(self.auth_failures), Counter(self.events))
+
+    def render_metrics(self, others: Sequence[AuditCounts] = ()) -> list[str]:
+        """This log's counters, plus ``others`` (the frontend processes' under --workers)."""
+        total = self.counts()
+        for other in others:
+            total.auth_failures.update(other.auth_failures)
+            total.events.update(other.events)
+        failures, events = total.auth_failures, total.events
         lines = families.AUTH_FAILURES.render(({"protocol": p, "group": g, "reason": r}, n) for (p, g, r), n in sorted(failures.items()))
         lines += families.AUDIT_EVENTS.render(({"action": a, "outcome": o}, n) for (a, o), n in sorted(events.items()))
         return lines

@@ -10,12 +10,13 @@ import logging
 import os
 import ssl
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
 
 from server.observability import families
-from server.security.audit import AuditLog
+from server.security.audit import AuditCounts, AuditLog
 from server.security.auth_config import AuthConfigError, AuthPolicy, load_auth_config
 from server.security.groups import ApiGroup
 from server.security.guard import Guard, Protocol
@@ -147,8 +148,9 @@ class SecurityLayer:
         if len(plaintext) < 3:
             log.info("TLS on %s; plaintext: %s", ", ".join(self._certificates), ", ".join(plaintext) or "none")
 
-    def render_metrics(self) -> list[str]:
-        lines = self.audit.render_metrics()
+    def render_metrics(self, other_audits: Sequence[AuditCounts] = ()) -> list[str]:
+        """The security families; ``other_audits``: the frontend processes' counters (--workers)."""
+        lines = self.audit.render_metrics(other_audits)
         reloads = self._watcher.reloads if self._watcher else Counter()
         lines += families.AUTH_CONFIG_RELOADS.render(
             (({"outcome": outcome}, reloads[outcome]) for outcome in ("ok", "error")) if self._watcher else ()

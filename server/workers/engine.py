@@ -16,6 +16,7 @@ import signal
 import time
 
 from server.app import App, StartupError
+from server.security.audit import AuditCounts
 from server.settings import Settings
 from server.workers.supervisor import FrontendStartError, Supervisor
 
@@ -26,6 +27,9 @@ class EngineApp(App):
     """App whose /metrics also shows the frontend processes."""
 
     supervisor: Supervisor | None = None
+
+    def other_audits(self) -> list[AuditCounts]:
+        return self.supervisor.audit_counts() if self.supervisor is not None else []
 
     def render_metrics(self) -> str:
         extra = self.supervisor.render_metrics() if self.supervisor is not None else []

@@ -55,6 +55,7 @@ class FrontendServers:
         except SecurityStartupError as exc:
             raise StartupError(str(exc)) from None
         self._background += security.background_tasks()
+        self._background.append(asyncio.create_task(_report_audit(security, self._service)))
         self._grpc, self._sites = request_frontends(self._settings, cast(InferenceService, self._service), security, reuse_port=True)
         if self._grpc:
             await self._grpc.start()
@@ -79,6 +80,21 @@ class FrontendServers:
             await site.stop()
         for task in self._background:
             task.cancel()
+
+
+# How often a frontend looks whether its audit counters changed and, if so, reports them.
+AUDIT_REPORT_SECS = 0.5
+
+
+async def _report_audit(security: SecurityLayer, service: RemoteService) -> None:
+    """The engine renders /metrics; refusals are counted here, where the calls arrive."""
+    reported = None
+    while True:
+        counts = security.audit.counts()
+        if counts != reported:
+            service.report_audit(counts)
+            reported = counts
+        await asyncio.sleep(AUDIT_REPORT_SECS)
 
 
 async def serve_frontend(settings: Settings, service: RemoteService) -> int:

@@ -22,6 +22,7 @@ from server.observability import families
 from server.remote.arena import Arena
 from server.remote.frames import send_blocking
 from server.remote.host import FrontendLink
+from server.security.audit import AuditCounts
 from server.service import InferenceService
 from server.settings import Settings
 
@@ -58,10 +59,17 @@ class Supervisor:
         self._quick_restarts = 0
         # Requests handed over by frontends that have exited, by index (counters survive restarts).
         self._exited_submitted: dict[int, int] = {}
+        # The audit counters of frontends that have exited (a restarted one starts from zero).
+        self._exited_audits: list[AuditCounts] = []
 
     @property
     def pids(self) -> list[int]:
         return [frontend.process.pid for frontend in self._frontends.values()]
+
+    def audit_counts(self) -> list[AuditCounts]:
+        """Every frontend's audit counters, as last reported, those of exited ones included."""
+        live = [frontend.link.audit for frontend in self._frontends.values() if frontend.link.audit is not None]
+        return self._exited_audits + live
 
     def render_metrics(self) -> list[str]:
         """The frontend families of /metrics, read on the loop."""
@@ -118,6 +126,8 @@ class Supervisor:
         if self._frontends.get(frontend.index) is frontend:
             del self._frontends[frontend.index]
             self._exited_submitted[frontend.index] = self._exited_submitted.get(frontend.index, 0) + frontend.link.submitted
+            if frontend.link.audit is not None:
+                self._exited_audits.append(frontend.link.audit)
         if self._stopping or not frontend.link.started.done() or frontend.link.started.result() is not None:
             return
         lived = time.monotonic() - frontend.started_at

@@ -337,9 +337,18 @@ def test_tls_and_tokens_hold_in_every_frontend(repository: Path, tmp_path: Path)
             with pytest.raises(InferenceServerException) as handshake:
                 anonymous.is_server_live()
             assert handshake.value.status() == "StatusCode.UNAVAILABLE"
-        scrape = urllib.request.Request(server.metrics_url, headers=authorised)
-        metrics = Metrics(urllib.request.urlopen(scrape, timeout=10).read().decode())
-        assert all(metrics.value("ortserve_frontend_requests", frontend=str(index)) > 0 for index in (0, 1))
+
+        def scrape() -> Metrics:
+            request = urllib.request.Request(server.metrics_url, headers=authorised)
+            return Metrics(urllib.request.urlopen(request, timeout=10).read().decode())
+
+        assert all(scrape().value("ortserve_frontend_requests", frontend=str(index)) > 0 for index in (0, 1))
+
+        def refusals() -> float:
+            return sum(value for (name, _), value in scrape().samples.items() if name == "ortserve_auth_failures")
+
+        # Each frontend counts the refusals it made and reports them; the engine's /metrics adds them up.
+        wait_until(lambda: refusals() == CONNECTIONS, 30, f"{CONNECTIONS} refusals counted on /metrics")
 
 
 # ---- shared memory and the response cache across frontends ------------------------------------
