@@ -91,11 +91,25 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def settle(pid: int, idle_share: float = 0.05, window_s: float = 0.5, bound_s: float = 60.0) -> None:
+    """Wait until the server is idle (under ``idle_share`` of a core over ``window_s``): after a
+    rate-1 run its trace writer or span processor still works through the run's backlog, and
+    that CPU must not be counted to the next run (with the order reversed every other round,
+    rate 1/1000 would otherwise follow rate 1 and pay for it)."""
+    deadline = time.monotonic() + bound_s
+    while time.monotonic() < deadline:
+        before = process_cpu_s(pid)
+        time.sleep(window_s)
+        if process_cpu_s(pid) - before < idle_share * window_s:
+            return
+
+
 def measure(server: Running, setting: dict[str, Any] | None, options: argparse.Namespace) -> Sample | None:
     """One perf_analyzer run with ``setting`` in force (None: leave it); None if it failed."""
+    assert server.pid is not None
+    settle(server.pid)
     if setting is not None:
         grpcclient.InferenceServerClient(server.grpc_url).update_trace_settings(settings=setting)
-    assert server.pid is not None
     reader = StatsReader(server.grpc_url, options.model)
     before, cpu_before = reader.read(), process_cpu_s(server.pid)
     args = ["--concurrency-range", str(options.concurrency), "--measurement-interval", str(options.interval_ms)]
