@@ -49,6 +49,8 @@ class _Repeatable(argparse._AppendAction):
     repositories with the command line's instead of letting the command line win.
     """
 
+    env_separator = ","  # between the values of its ORTSERVE_* twin
+
     def __call__(
         self,
         parser: argparse.ArgumentParser,
@@ -61,26 +63,11 @@ class _Repeatable(argparse._AppendAction):
         super().__call__(parser, namespace, values, option_string)
 
 
-class _SemicolonRepeatable(argparse.Action):
-    """Repeatable like _Repeatable, but its environment twin separates values with ';' (the
-    values themselves hold commas, e.g. ``triton,file=/tmp/t.json``)."""
+class _SemicolonRepeatable(_Repeatable):
+    """A repeatable flag whose environment twin separates values with ';' (the values themselves
+    hold commas, e.g. ``triton,file=/tmp/t.json``)."""
 
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: str | Sequence[Any] | None,
-        option_string: str | None = None,
-    ) -> None:
-        current = getattr(namespace, self.dest, None)
-        entries = [] if current is None or current is self.default else list(current)
-        setattr(namespace, self.dest, [*entries, values])
-
-
-def _semicolon_list(value: list[str] | str | None) -> list[str]:
-    if isinstance(value, str):  # from the environment
-        return [entry for entry in value.split(";") if entry]
-    return value or []
+    env_separator = ";"
 
 
 def parse_workers(text: str) -> int | str:
@@ -220,7 +207,8 @@ def _apply_environment(parser: argparse.ArgumentParser, environ: Mapping[str, st
         convert: Callable[[str], object] = action.type if callable(action.type) else str
         try:
             if isinstance(action, argparse._AppendAction):
-                default: object = [convert(v) for v in value.split(",") if v]
+                separator = getattr(action, "env_separator", ",")
+                default: object = [convert(v) for v in value.split(separator) if v]
             else:
                 default = convert(value)
         except (argparse.ArgumentTypeError, ValueError) as exc:
@@ -366,7 +354,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
             max_shm_regions=args.max_shm_regions,
             max_shm_bytes=args.max_shm_bytes,
             trace=parse_trace_options(
-                _semicolon_list(args.trace_config),
+                args.trace_config or [],
                 DeprecatedTraceFlags(args.trace_file, args.trace_level or [], args.trace_rate, args.trace_count, args.trace_log_frequency),
             ),
             sample_capture_dir=args.sample_capture_dir,
