@@ -20,7 +20,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from scripts import onnx_models
-from scripts.harness import ServerProcess, http_status
+from scripts.harness import ServerProcess, http_status, wait_until
 from server.proto import grpc_service_pb2 as pb
 from server.proto import grpc_service_pb2_grpc as pb_grpc
 from tests.repository_builder import write_model
@@ -318,24 +318,31 @@ def test_a_stream_that_is_never_read_applies_back_pressure(server: ServerProcess
             sent += 1
             yield request
 
-    with grpcclient.InferenceServerClient(server.grpc_url) as client:
-        executed_before = int(client.get_inference_statistics("identity_fp32", as_json=True)["model_stats"][0].get("execution_count", 0))
+    def executions() -> int:
+        with grpcclient.InferenceServerClient(server.grpc_url) as client:
+            stats = client.get_inference_statistics("identity_fp32", as_json=True)["model_stats"][0]
+        return int(stats.get("execution_count", 0))
+
+    executed_before = executions()
     baseline = memory.now()
     memory.reset()
     with grpc.insecure_channel(server.grpc_url) as channel:
         call = pb_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(requests(), timeout=120)
-        # Wait until sending stops: either the server stopped reading (back-pressure) or all went.
-        last, still = -1, 0
+        # The server has started on the stream (so a pass below is not a stream it never read)...
+        wait_until(lambda: executions() > executed_before, 60, "the server executing the stream's first request")
+        # ...then wait until nothing moves: neither the client's sending nor the server's executions
+        # (back-pressure holds both), or everything was sent. Proving that the server stops
+        # needs some window; a slow machine only makes fewer requests go, never more.
+        last, still = (-1, -1), 0
         while still < 6 and sent < 3000:
             time.sleep(0.5)
-            still = still + 1 if sent == last else 0
-            last = sent
+            now = (sent, executions())
+            still = still + 1 if now == last else 0
+            last = now
         growth = memory.peak_growth(baseline)
-        with grpcclient.InferenceServerClient(server.grpc_url) as client:
-            stats = client.get_inference_statistics("identity_fp32", as_json=True)["model_stats"][0]
+        answered = executions() - executed_before
         stop.set()
         call.cancel()
-    answered = int(stats.get("execution_count", 0)) - executed_before
     assert answered < 1000, "the server kept serving a stream whose responses nobody read"
     assert growth < 96 * MIB, growth
     still_serving(server)
