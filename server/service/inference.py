@@ -146,6 +146,8 @@ def outcome(handle: InferenceHandle) -> InferResponse:
             handle._shared_outputs.write(response)
         except ServerError as write_error:
             stats.record_failure(write_error.reason, job.timing.received_ns, monotonic_ns())
+            if job.trace is not None:
+                end_trace(job.trace, job.timing, write_error.message)
             raise
     if job.from_cache:
         stats.record_cache_hit(job.timing, job.cache_lookup_ns, monotonic_ns())
