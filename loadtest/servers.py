@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import grpc
 
+from scripts.harness import free_port, free_ports
 from server.proto import grpc_service_pb2 as pb
 from server.proto import grpc_service_pb2_grpc as pb_grpc
 
@@ -43,12 +43,6 @@ class Running:
         """What ortserve said it gives each CPU instance without an override (None if not logged)."""
         match = THREADS_LOG.search(self.log_path.read_text(errors="replace"))
         return int(match.group(1)) if match else None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http_ok(url: str) -> bool:
@@ -104,7 +98,7 @@ def ortserve(
     """``python -m server`` on ``repository``, ready (every model loaded) before the block runs.
 
     ``python`` and ``tree`` run another checkout of the server (e.g. an older commit to compare with)."""
-    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
+    grpc_port, http_port, metrics_port = free_ports(3)
     command = [python, "-m", "server", "--host", "127.0.0.1", "--model-repository", str(repository)]
     command += ["--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port), *extra_args]
     log_path = log_dir / f"{name}.log"

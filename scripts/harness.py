@@ -59,10 +59,35 @@ class Metrics:
         return self.value(name, model=model, version=version, **labels)
 
 
+# Ports this process has handed out: a port picked for one server (a health port, say) is
+# free until that server binds it, so a later pick must not return it again.
+_HANDED_OUT: set[int] = set()
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 now, none handed out before by this process.
+    Every candidate stays bound until all are chosen: the kernel may give a port that was just
+    closed to the next bind, so one-at-a-time picks could repeat (a server's gRPC and HTTP on the
+    same port)."""
+    held: list[socket.socket] = []
+    chosen: list[int] = []
+    try:
+        while len(chosen) < count:
+            sock = socket.socket()
+            held.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            if port not in _HANDED_OUT:
+                chosen.append(port)
+        _HANDED_OUT.update(chosen)
+        return chosen
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def http_status(url: str, timeout: float = 2.0) -> int | None:
@@ -80,7 +105,7 @@ class ServerProcess:
     """``python -m server`` in a subprocess; stdout+stderr go to ``log_path``."""
 
     def __init__(self, repositories: list[Path], extra_args: list[str] | None = None, log_path: Path | None = None) -> None:
-        self.grpc_port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.grpc_port, self.http_port, self.metrics_port = free_ports(3)
         self.repositories = repositories
         self.extra_args = extra_args or []
         self.log_path = log_path or Path(f"/tmp/ortserve-test-{os.getpid()}-{self.grpc_port}.log")
